@@ -1,0 +1,1 @@
+"""Foundations shared by every stage: config, launch, logging, formats, models, generation, assets."""

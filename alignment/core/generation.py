@@ -1,0 +1,121 @@
+"""Batched sampling shared by PPO rollouts, evaluation, the labeling app and the simulated labeler.
+
+Prompts are left-padded so every response starts at the same column; the KV cache is on. The
+response mask marks real response tokens: everything up to and including the first EOS, nothing
+after it (HF `generate` keeps emitting pad after a sequence finishes, and a model whose pad id
+equals its EOS id would make these masks wrong, which `models.ensure_pad_token` prevents).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass
+class SamplingSettings:
+    """How to sample; `temperature == 0` means greedy decoding."""
+
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_new_tokens: int = 0
+
+
+@dataclass
+class GeneratedBatch:
+    """One batch of prompts and their sampled responses.
+
+    Shapes: `query_ids`/`query_mask` [batch, query_len] (left-padded);
+    `response_ids`/`response_mask` [batch, response_len] (right-padded, mask stops after the first EOS).
+    """
+
+    query_ids: torch.Tensor
+    query_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    response_texts: list[str]
+    ended_with_eos: torch.Tensor  # [batch] bool
+
+    @property
+    def sequence_ids(self) -> torch.Tensor:
+        """Query and response side by side, [batch, query_len + response_len]."""
+        return torch.cat([self.query_ids, self.response_ids], dim=1)
+
+    @property
+    def sequence_mask(self) -> torch.Tensor:
+        """Attention mask over `sequence_ids`."""
+        return torch.cat([self.query_mask, self.response_mask], dim=1)
+
+
+def response_mask_from_ids(response_ids: torch.Tensor, eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask of real response tokens (through the first EOS) and whether each row contains an EOS.
+
+    `response_ids` is [batch, response_len]; returns (mask [batch, response_len] long, ended [batch] bool).
+    """
+    is_eos = response_ids == eos_token_id
+    # Number of EOS tokens strictly before each position; a token is real while that count is 0.
+    eos_before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
+    mask = (eos_before == 0).long()
+    return mask, is_eos.any(dim=1)
+
+
+@torch.no_grad()
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    settings: SamplingSettings,
+    max_prompt_length: int | None = None,
+) -> GeneratedBatch:
+    """Sample one response per prompt in a single batch (callers chunk large prompt lists)."""
+    device = next(model.parameters()).device
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        encoded = tokenizer(
+            prompts, return_tensors="pt", padding=True, truncation=max_prompt_length is not None,
+            max_length=max_prompt_length, add_special_tokens=False,
+        ).to(device)
+    finally:
+        tokenizer.padding_side = padding_side
+    greedy = settings.temperature <= 0
+    kwargs = dict(
+        max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens, do_sample=not greedy,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, use_cache=True,
+    )
+    if not greedy:
+        kwargs.update(temperature=settings.temperature, top_k=settings.top_k or None, top_p=settings.top_p)
+    was_training = model.training
+    model.eval()
+    output = model.generate(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], **kwargs)
+    model.train(was_training)
+    query_len = encoded["input_ids"].shape[1]
+    response_ids = output[:, query_len:]
+    response_mask, ended = response_mask_from_ids(response_ids, tokenizer.eos_token_id)
+    response_ids = response_ids.masked_fill(response_mask == 0, tokenizer.pad_token_id)
+    texts = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
+    return GeneratedBatch(
+        query_ids=encoded["input_ids"], query_mask=encoded["attention_mask"], response_ids=response_ids,
+        response_mask=response_mask, response_texts=texts, ended_with_eos=ended,
+    )
+
+
+def generate_texts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    settings: SamplingSettings,
+    batch_size: int = 32,
+    seed: int | None = None,
+) -> list[str]:
+    """Responses for any number of prompts, in order, in batches; seeded for repeatable evaluation."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    texts: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        texts.extend(generate(model, tokenizer, prompts[start : start + batch_size], settings).response_texts)
+    return texts
