@@ -6,8 +6,11 @@ accelerate launched us with a DeepSpeed config, because importing it costs secon
 
 from __future__ import annotations
 
+import copy
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,22 +41,47 @@ def prepare_cpu_distributed() -> None:
     - gloo is the only backend here (no CUDA for nccl, no oneCCL bindings for this torch).
     - DeepSpeed JIT-compiles its `deepspeed_shm_comm` op with g++ on first use (over 2 minutes);
       marking it incompatible makes DeepSpeed fall back to plain torch.distributed collectives.
-    - With no CUDA, accelerate's PartialState would record one process while DeepSpeed starts a
-      2-rank group (gloo allgather then fails with "expected length 2, got 1"); creating the gloo
-      group first makes both agree on the world size.
+    - With no CUDA, accelerate's PartialState finds no backend: under DeepSpeed it records one process
+      while DeepSpeed starts a 2-rank group (gloo allgather then fails with "expected length 2, got 1"),
+      and without DeepSpeed each process trains alone. Building the shared state first with gloo (and
+      `cpu=True` outside DeepSpeed) makes accelerate, DeepSpeed and the Trainer agree on the world size.
     """
     if torch.cuda.is_available():
         return
-    os.environ.setdefault("ACCELERATE_USE_CPU", "false")
+    from accelerate import PartialState
+
     if uses_deepspeed():
         import deepspeed.ops  # lazy: only DeepSpeed launches pay for it
 
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    if world_size() > 1:
-        import torch.distributed as dist
+        if world_size() > 1:
+            PartialState(backend="gloo")
+    elif world_size() > 1:
+        PartialState(cpu=True)
 
-        if not dist.is_initialized():
-            dist.init_process_group(backend="gloo")
+
+def accelerator_kwargs() -> dict[str, Any]:
+    """Arguments for our own `Accelerator(...)` (PPO) that make several CPU processes one gloo group.
+
+    Without `cpu=True`, accelerate on a machine without CUDA ignores LOCAL_RANK and runs every
+    process as a separate single-process job (world size 1), silently training N unsynced copies.
+    """
+    return {} if torch.cuda.is_available() or uses_deepspeed() else {"cpu": True}
+
+
+def fill_deepspeed_batch_sizes(accelerator: Any, micro_batch_size: int, gradient_accumulation_steps: int = 1) -> None:
+    """Resolve the DeepSpeed config's "auto" batch sizes for loops that feed tensors, not a dataloader.
+
+    accelerate fills "auto" only from a prepared DataLoader; DeepSpeed then asserts
+    train_batch_size == micro_batch * accumulation * world_size.
+    """
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None:
+        return
+    ds_config = plugin.deepspeed_config
+    ds_config["train_micro_batch_size_per_gpu"] = micro_batch_size
+    ds_config["gradient_accumulation_steps"] = gradient_accumulation_steps
+    ds_config["train_batch_size"] = micro_batch_size * gradient_accumulation_steps * accelerator.num_processes
 
 
 def trainer_backend_kwargs() -> dict[str, Any]:
@@ -83,3 +111,86 @@ def start_run(config: StageConfig) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
     return run_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# DeepSpeed helpers for trainers that drive accelerate themselves (PPO): generation under ZeRO-3,
+# frozen models, and full weights for saving. All take the accelerator and import deepspeed lazily.
+
+
+def deepspeed_zero_stage(accelerator: Any) -> int:
+    """The ZeRO stage accelerate runs with, or -1 when DeepSpeed is not in use."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return -1
+    return int(plugin.deepspeed_config.get("zero_optimization", {}).get("stage", 0))
+
+
+@contextmanager
+def gathered_parameters(module: torch.nn.Module, accelerator: Any) -> Iterator[None]:
+    """Inside, every parameter of `module` holds its full tensor (a collective under ZeRO-3: all ranks enter).
+
+    Used to save weights; changes made inside are discarded on exit (no modifier rank).
+    """
+    if deepspeed_zero_stage(accelerator) != 3:
+        yield
+        return
+    import deepspeed  # lazy: only DeepSpeed launches pay for it
+
+    with deepspeed.zero.GatheredParameters(list(module.parameters())):
+        yield
+
+
+@contextmanager
+def unwrapped_for_generation(model: Any, accelerator: Any) -> Iterator[torch.nn.Module]:
+    """Yield the bare module of a prepared model, ready for `generate` (all ranks must enter together).
+
+    Under ZeRO-3 each rank holds a shard of every weight, and DeepSpeed's forward hooks gather and release
+    them around each submodule: token-by-token generation would then all-gather every layer for every token,
+    and ranks whose batches stop at different lengths would wait on each other forever. So the weights are
+    gathered once, the hooks are taken off for the duration, then put back (the trace DeepSpeed uses to
+    prefetch parameters is invalidated, because generation ran modules in a different order).
+    """
+    unwrapped = accelerator.unwrap_model(model)
+    if deepspeed_zero_stage(accelerator) != 3:
+        yield unwrapped
+        return
+    import deepspeed  # lazy: only DeepSpeed launches pay for it
+
+    offload = model.optimizer.parameter_offload if hasattr(model.optimizer, "parameter_offload") else model.optimizer
+    with deepspeed.zero.GatheredParameters(list(unwrapped.parameters())):
+        for param in unwrapped.parameters():
+            param.ds_active_sub_modules.clear()
+        for hook in offload.forward_hooks + offload.backward_hooks:
+            hook.remove()
+        offload.forward_hooks, offload.backward_hooks = [], []
+        try:
+            yield unwrapped
+        finally:
+            coordinator = getattr(offload, "param_coordinator", None)
+            if coordinator is not None and not coordinator.is_invalid_trace():
+                coordinator._invalidate_trace()
+            offload._register_deepspeed_module(offload.module)
+
+
+def prepare_frozen_model(model: torch.nn.Module, accelerator: Any) -> torch.nn.Module:
+    """Put a model that is never trained (PPO's reference and reward models) on the device, in eval mode.
+
+    Under ZeRO-3 it is sharded like the trained model (an inference-only DeepSpeed engine, no optimizer);
+    call the returned engine's `.module` for forward passes (all ranks, the same number of calls).
+    Otherwise it is simply moved to the device: a frozen copy needs no gradient or optimizer sharding.
+    """
+    model.requires_grad_(False)
+    model.eval()
+    if deepspeed_zero_stage(accelerator) != 3:
+        return model.to(accelerator.device)
+    import deepspeed  # lazy: only DeepSpeed launches pay for it
+
+    config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
+    # Training-only blocks would make DeepSpeed build an optimizer or scheduler for a model with none.
+    for key in ("optimizer", "scheduler"):
+        config.pop(key, None)
+    config["zero_optimization"].pop("offload_optimizer", None)
+    engine, *_ = deepspeed.initialize(model=model, config=config)
+    engine.eval()
+    return engine
