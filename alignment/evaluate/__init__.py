@@ -1,0 +1,1 @@
+"""Evaluation of aligned checkpoints: judges, pure metrics, the report, and the `alignment evaluate` stage."""

@@ -1,0 +1,53 @@
+"""Judges: functions that score a text with a float, independent of any model we trained.
+
+The gold judge is VADER's compound sentiment score (a lexicon and rules, deterministic, in [-1, 1]):
+the reward model is trained on human ratings of the same kind of text, so VADER is an outside
+measure that PPO cannot exploit directly. Any `Callable[[str], float]` is a judge; a config names
+one as "vader" or as "package.module:function".
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable
+
+Judge = Callable[[str], float]
+
+
+@functools.lru_cache(maxsize=1)
+def _vader():
+    # Lazy: the analyzer reads its lexicon file on construction; build it once per process.
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    return SentimentIntensityAnalyzer()
+
+
+def vader_compound(text: str) -> float:
+    """VADER compound sentiment of `text`, in [-1, 1] (the gold judge)."""
+    return float(_vader().polarity_scores(text)["compound"])
+
+
+BUILTIN_JUDGES: dict[str, Judge] = {"vader": vader_compound}
+
+
+def load_judge(spec: str) -> Judge:
+    """Resolve a judge name: a built-in ("vader") or "module:function" naming any `Callable[[str], float]`."""
+    if spec in BUILTIN_JUDGES:
+        return BUILTIN_JUDGES[spec]
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"judge {spec!r}: expected one of {sorted(BUILTIN_JUDGES)} or 'module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"judge {spec!r}: cannot import module {module_name!r} ({err})") from None
+    judge = getattr(module, attr, None)
+    if not callable(judge):
+        raise ValueError(f"judge {spec!r}: module {module_name!r} has no callable {attr!r}")
+    return judge
+
+
+def judge_name(spec: str) -> str:
+    """Short name of a judge for report keys ("vader", or the function name of "module:function")."""
+    return spec.rpartition(":")[2] if ":" in spec else spec

@@ -1,0 +1,168 @@
+"""Running models for evaluation: sampling with token ids kept, response log-probs, text perplexity.
+
+These functions do the forward passes; the arithmetic on their outputs lives in `metrics.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from alignment.core.generation import GeneratedBatch, SamplingSettings, generate
+from alignment.evaluate.metrics import sequence_kl, token_logprobs
+
+
+@dataclass
+class Samples:
+    """One model's responses to a prompt list, with the generated batches kept for log-prob passes."""
+
+    prompts: list[str]
+    texts: list[str]
+    lengths: list[int]  # response tokens, through the first EOS
+    batches: list[GeneratedBatch]
+
+
+def sample_responses(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    settings: SamplingSettings,
+    batch_size: int,
+    seed: int,
+    max_prompt_length: int | None = None,
+) -> Samples:
+    """Sample one response per prompt in batches, seeded once up front like `generate_texts`.
+
+    Every model gets the same seed and the same batches, so two identical models give identical
+    responses (and a win rate of exactly 0.5 against each other).
+    """
+    torch.manual_seed(seed)
+    batches = [
+        generate(model, tokenizer, prompts[i : i + batch_size], settings, max_prompt_length=max_prompt_length)
+        for i in range(0, len(prompts), batch_size)
+    ]
+    texts = [text for batch in batches for text in batch.response_texts]
+    lengths = [int(n) for batch in batches for n in batch.response_mask.sum(dim=1).tolist()]
+    return Samples(prompts=list(prompts), texts=texts, lengths=lengths, batches=batches)
+
+
+@torch.no_grad()
+def response_logprobs(
+    model: PreTrainedModel,
+    query_ids: torch.Tensor,
+    query_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Log p(response token | everything before it), [batch, response_len]; masked positions hold junk.
+
+    Queries are left-padded, so position ids are counted from each row's first real token, as
+    `generate` does; otherwise a padded row would see shifted positions here but not while sampling.
+    """
+    device = next(model.parameters()).device
+    input_ids = torch.cat([query_ids, response_ids], dim=1).to(device)
+    attention_mask = torch.cat([query_mask, response_mask], dim=1).to(device)
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    was_training = model.training
+    model.eval()
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+    model.train(was_training)
+    query_len = query_ids.shape[1]
+    # The logit at position t predicts token t + 1: response tokens are predicted from query_len - 1 on.
+    response_logits = logits[:, query_len - 1 : -1]
+    return token_logprobs(response_logits, response_ids.to(device)).cpu()
+
+
+def _retokenize(
+    batch: GeneratedBatch, prompts: list[str], tokenizer: PreTrainedTokenizerBase
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Re-encode a batch's prompts (left-padded) and responses (right-padded) with another tokenizer."""
+    padding_side = tokenizer.padding_side
+    try:
+        tokenizer.padding_side = "left"
+        query = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        tokenizer.padding_side = "right"
+        # The EOS ends the response the model sampled (when it did end), so the reference pays for it too.
+        responses = [
+            text + (tokenizer.eos_token if ended else "")
+            for text, ended in zip(batch.response_texts, batch.ended_with_eos.tolist())
+        ]
+        response = tokenizer(responses, return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = padding_side
+    return query["input_ids"], query["attention_mask"], response["input_ids"], response["attention_mask"]
+
+
+def sequence_kls(
+    samples: Samples,
+    model: PreTrainedModel,
+    ref_model: PreTrainedModel,
+    ref_tokenizer: PreTrainedTokenizerBase | None = None,
+) -> list[float]:
+    """Per-sample KL(model || ref) estimate on the model's own samples (see `metrics.sequence_kl`).
+
+    With `ref_tokenizer` (a reference whose vocabulary differs) the reference scores the same prompt
+    and response strings under its own tokenization.
+    """
+    kls: list[float] = []
+    start = 0
+    for batch in samples.batches:
+        prompts = samples.prompts[start : start + len(batch.response_texts)]
+        start += len(batch.response_texts)
+        logprobs = response_logprobs(
+            model, batch.query_ids, batch.query_mask, batch.response_ids, batch.response_mask
+        )
+        policy_seq = (logprobs * batch.response_mask).sum(dim=-1)
+        if ref_tokenizer is None:
+            ref_logprobs = response_logprobs(
+                ref_model, batch.query_ids, batch.query_mask, batch.response_ids, batch.response_mask
+            )
+            kls.extend(sequence_kl(logprobs, ref_logprobs, batch.response_mask).tolist())
+        else:
+            q_ids, q_mask, r_ids, r_mask = _retokenize(batch, prompts, ref_tokenizer)
+            ref_logprobs = response_logprobs(ref_model, q_ids, q_mask, r_ids, r_mask)
+            ref_seq = (ref_logprobs * r_mask).sum(dim=-1)
+            kls.extend((policy_seq - ref_seq).tolist())
+    return kls
+
+
+@torch.no_grad()
+def text_nll(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    batch_size: int = 16,
+    max_length: int = 128,
+) -> tuple[float, int]:
+    """Total negative log-likelihood of `texts` and the number of predicted tokens.
+
+    Each text is encoded without special tokens and truncated to `max_length`; every token after the
+    first is predicted from the ones before it (the first has no context, so it is not counted).
+    """
+    device = next(model.parameters()).device
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "right"
+    was_training = model.training
+    model.eval()
+    total_nll, total_tokens = 0.0, 0
+    try:
+        for start in range(0, len(texts), batch_size):
+            encoded = tokenizer(
+                texts[start : start + batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                add_special_tokens=False,
+            ).to(device)
+            logits = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
+            logprobs = token_logprobs(logits[:, :-1], encoded["input_ids"][:, 1:])
+            mask = encoded["attention_mask"][:, 1:].float()
+            total_nll -= float((logprobs * mask).sum())
+            total_tokens += int(mask.sum())
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    return total_nll, total_tokens

@@ -1,0 +1,140 @@
+"""`alignment evaluate` end to end on tiny models: report files, win rates, KL, user prompt files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignment.core.config import ConfigError, parse_config
+from alignment.evaluate.run import Config, main
+
+
+@pytest.fixture(scope="module")
+def reward_dir(tmp_path_factory, tiny_model_dir):
+    """A tiny decoder reward model saved the way reward/model.py expects, with reward_stats.json."""
+    import torch
+
+    from reward.model import build_reward_model
+
+    torch.manual_seed(0)
+    model, tokenizer = build_reward_model(str(tiny_model_dir))
+    folder = tmp_path_factory.mktemp("tiny-rm")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "reward_stats.json").write_text(json.dumps({"mean": 0.0, "std": 1.0, "eval_accuracy": 0.625}))
+    return folder
+
+
+def test_evaluate_writes_a_report_on_a_user_prompt_file(
+    tmp_path, tiny_model_dir, tiny_llama_dir, reward_dir, sentences
+):
+    prompts = tmp_path / "my_prompts.txt"
+    prompts.write_text("the movie was\n\na dull film | with\ni loved\nsad news\nhappy people\n")
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": s, "source": "movie"}) + "\n" for s in sentences))
+    runs = tmp_path / "runs"
+    # Stage folders the report reads: training curves with assorted key names and a pipeline timing.
+    sft_dir = runs / "demo" / "sft"
+    sft_dir.mkdir(parents=True)
+    (sft_dir / "metrics.jsonl").write_text(
+        "".join(
+            json.dumps({"step": i, "loss": 3.0 - 0.1 * i, "eval_loss": 3.1 - 0.1 * i}) + "\n"
+            for i in range(5)
+        )
+    )
+    (sft_dir / "timing.json").write_text(json.dumps({"stage": "sft", "wall_s": 12.5}))
+    ppo_dir = runs / "demo" / "ppo"
+    ppo_dir.mkdir()
+    (ppo_dir / "metrics.jsonl").write_text(
+        "".join(
+            json.dumps({"step": i, "reward/mean": 0.1 * i, "objective/kl": 0.01 * i}) + "\n" for i in range(5)
+        )
+        + '{"step": 5, "kl": '  # a half-written last line must not break the report
+    )
+
+    models = json.dumps(
+        {"sft": str(tiny_model_dir), "ppo": str(tiny_llama_dir), "sft_copy": str(tiny_model_dir)}
+    )
+    main(
+        [
+            "--models",
+            models,
+            "--baseline",
+            "sft",
+            "--reference",
+            "sft",
+            "--reward_model",
+            str(reward_dir),
+            "--prompts",
+            str(prompts),
+            "--perplexity_data",
+            str(corpus),
+            "--perplexity_source",
+            "movie",
+            "--max_new_tokens",
+            "6",
+            "--batch_size",
+            "3",
+            "--run_name",
+            "demo",
+            "--output_root",
+            str(runs),
+            "--judges",
+            "vader,alignment.evaluate.judges:vader_compound",
+        ]
+    )
+
+    out = runs / "demo" / "evaluate"
+    report = json.loads((out / "report.json").read_text())
+    assert report["num_prompts"] == 5  # the blank line is skipped
+    assert set(report["models"]) == {"sft", "ppo", "sft_copy"}
+    for name, m in report["models"].items():
+        for key in (
+            "gold_score",
+            "rm_score",
+            "kl_to_ref",
+            "perplexity",
+            "distinct_2",
+            "mean_length",
+            "win_rate_vs_baseline",
+            "win_rate_vs_baseline_rm",
+        ):
+            assert isinstance(m[key], float), (name, key)
+        assert -1.0 <= m["gold_score"] <= 1.0 and 0.0 <= m["distinct_2"] <= 1.0 and m["perplexity"] > 1.0
+    sft, copy, ppo = report["models"]["sft"], report["models"]["sft_copy"], report["models"]["ppo"]
+    # The same weights sampled with the same seed: identical outputs, so exactly 0.5 and zero KL.
+    assert sft["win_rate_vs_baseline"] == copy["win_rate_vs_baseline"] == 0.5
+    assert copy["win_rate_vs_baseline_rm"] == 0.5
+    assert sft["kl_to_ref"] == pytest.approx(0.0, abs=1e-5) and copy["kl_to_ref"] == pytest.approx(
+        0.0, abs=1e-5
+    )
+    assert abs(ppo["kl_to_ref"]) > 1e-3
+    assert copy["perplexity"] == pytest.approx(sft["perplexity"])
+    assert report["reward_model"]["eval_accuracy"] == 0.625
+    assert report["timings_s"]["sft"] == 12.5 and report["timings_s"]["evaluate"] > 0
+    assert report["timings_s"]["total"] == pytest.approx(12.5 + report["timings_s"]["evaluate"], abs=0.02)
+    assert {c["name"] for c in report["checks"]} == {"gold_gain", "distinct_2_ratio", "perplexity_ratio"}
+
+    for plot in ("plots/curves_sft.png", "plots/curves_ppo.png", "plots/gold_vs_kl.png"):
+        assert plot in report["plots"]
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (out / "report.md").read_text()
+    assert "| sft_copy |" in markdown and "## Checks" in markdown
+    assert ("PASS" in markdown or "FAIL" in markdown) and "a dull film \\| with" in markdown
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 15 and {"prompt", "model", "response", "gold", "rm", "kl"} <= set(samples[0])
+
+
+def test_evaluate_config_errors_name_the_key(tmp_path):
+    with pytest.raises(SystemExit, match="models"):
+        main([])
+    with pytest.raises(SystemExit, match="baseline"):
+        main(["--models", "{a: x}", "--baseline", "b"])
+    with pytest.raises(ConfigError, match="temperature"):
+        parse_config(Config, ["--temperature", "-1"])
+    with pytest.raises(ConfigError, match="judges"):
+        parse_config(Config, ["--models", "{a: x}", "--judges", "gpt4"])
+    missing = tmp_path / "nope.jsonl"
+    with pytest.raises(Exception, match="nope.jsonl"):
+        main(["--models", "{a: x}", "--prompts", str(missing), "--output_root", str(tmp_path)])
