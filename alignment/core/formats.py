@@ -219,7 +219,7 @@ def load_rows(source: str | Path, split: str = "train") -> datasets.Dataset:
     if path.suffix in (".jsonl", ".json"):
         if not path.is_file():
             raise DatasetFormatError(f"{path}: file does not exist")
-        return datasets.Dataset.from_list(read_jsonl(path)) if path.suffix == ".jsonl" else _read_json(path)
+        return _dataset_from_rows(read_jsonl(path), str(path)) if path.suffix == ".jsonl" else _read_json(path)
     if path.suffix in (".csv", ".parquet"):
         if not path.is_file():
             raise DatasetFormatError(f"{path}: file does not exist")
@@ -249,13 +249,46 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def _dataset_from_rows(rows: list[dict[str, Any]], source: str) -> datasets.Dataset:
+    """`Dataset.from_list`, but a value whose JSON type differs from its column's names the row and key.
+
+    Arrow needs one type per column, so such a row cannot be loaded (nor skipped) and would otherwise
+    surface as a bare `ArrowTypeError` with no row number.
+    """
+    try:
+        return datasets.Dataset.from_list(rows)
+    except (TypeError, ValueError) as err:  # pyarrow's ArrowTypeError/ArrowInvalid subclass these
+        first_kind: dict[str, tuple[int, str]] = {}
+        for index, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise DatasetFormatError(f"{source}: row {index}: expected a JSON object") from None
+            for key, value in row.items():
+                if value is None:
+                    continue
+                kind = _json_kind(value)
+                seen = first_kind.setdefault(key, (index, kind))
+                if seen[1] != kind:
+                    raise DatasetFormatError(
+                        f"{source}: row {index}: key '{key}': expected {seen[1]} like row {seen[0]}, got {kind}"
+                    ) from None
+        raise DatasetFormatError(f"{source}: rows do not fit one table ({err})") from None
+
+
 def _read_json(path: Path) -> datasets.Dataset:
     data = json.loads(path.read_text())
     if isinstance(data, dict):
         data = data.get("data", data.get("rows"))
     if not isinstance(data, list):
         raise DatasetFormatError(f"{path}: expected a JSON list of rows (or {{'data': [...]}})")
-    return datasets.Dataset.from_list(data)
+    return _dataset_from_rows(data, str(path))
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> int:
