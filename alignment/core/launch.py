@@ -69,7 +69,9 @@ def accelerator_kwargs() -> dict[str, Any]:
     return {} if torch.cuda.is_available() or uses_deepspeed() else {"cpu": True}
 
 
-def fill_deepspeed_batch_sizes(accelerator: Any, micro_batch_size: int, gradient_accumulation_steps: int = 1) -> None:
+def fill_deepspeed_batch_sizes(
+    accelerator: Any, micro_batch_size: int, gradient_accumulation_steps: int = 1
+) -> None:
     """Resolve the DeepSpeed config's "auto" batch sizes for loops that feed tensors, not a dataloader.
 
     accelerate fills "auto" only from a prepared DataLoader; DeepSpeed then asserts
@@ -157,7 +159,11 @@ def unwrapped_for_generation(model: Any, accelerator: Any) -> Iterator[torch.nn.
         return
     import deepspeed  # lazy: only DeepSpeed launches pay for it
 
-    offload = model.optimizer.parameter_offload if hasattr(model.optimizer, "parameter_offload") else model.optimizer
+    offload = (
+        model.optimizer.parameter_offload
+        if hasattr(model.optimizer, "parameter_offload")
+        else model.optimizer
+    )
     with deepspeed.zero.GatheredParameters(list(unwrapped.parameters())):
         for param in unwrapped.parameters():
             param.ds_active_sub_modules.clear()

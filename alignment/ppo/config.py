@@ -1,0 +1,247 @@
+"""The PPO stage's configuration: one typed field per knob, each documented beside its default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from alignment.core.config import ConfigError, StageConfig, require
+
+
+@dataclass
+class Config(StageConfig):
+    """PPO (InstructGPT stage 3): policy, value model, frozen reference and a reward model or judge."""
+
+    stage: ClassVar[str] = "ppo"
+
+    # --- models
+    policy_model: str = field(
+        default="runs/tiny-sentiment/sft/model", metadata={"help": "SFT model folder the policy starts from."}
+    )
+    reference_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Frozen reference for the KL penalty; null = policy_model (with LoRA: the adapter disabled)."
+        },
+    )
+    reward_model: str | None = field(
+        default="runs/tiny-sentiment/reward/model",
+        metadata={
+            "help": "Reward model folder (reward.model format, own tokenizer); null when reward_fn is used."
+        },
+    )
+    reward_fn: str | None = field(
+        default=None,
+        metadata={"help": "A judge 'module:function' mapping text -> float, used instead of reward_model."},
+    )
+    value_model: Literal["separate", "policy_head"] = field(
+        default="separate",
+        metadata={
+            "help": "separate: a critic with its own backbone; policy_head: a scalar head on the policy."
+        },
+    )
+    value_model_init: str | None = field(
+        default=None,
+        metadata={"help": "Backbone of a separate critic; null = reward_model if set, else policy_model."},
+    )
+    value_head_init: Literal["reward_head", "fresh"] = field(
+        default="reward_head",
+        metadata={
+            "help": "reward_head: when the critic starts from the reward model, reuse its scalar head; else zeros."
+        },
+    )
+    use_lora: bool = field(
+        default=False, metadata={"help": "Train LoRA adapters on the policy instead of all weights."}
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (0 keeps PPO ratios exact)."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["all-linear"],
+        metadata={"help": "Modules to adapt; ['all-linear'] = every linear."},
+    )
+
+    # --- data
+    prompts: str = field(
+        default="cache://datasets/sentiment/prompts_train.jsonl",
+        metadata={"help": "Prompt dataset (format 'prompts': {prompt})."},
+    )
+    eval_prompts: str | None = field(
+        default="cache://datasets/sentiment/prompts_heldout.jsonl",
+        metadata={"help": "Held-out prompts scored at the start and the end (null to skip)."},
+    )
+    eval_num_prompts: int = field(default=64, metadata={"help": "How many held-out prompts to score."})
+    use_chat_template: bool = field(
+        default=False,
+        metadata={"help": "Wrap each prompt as a user turn with the tokenizer's chat template."},
+    )
+    max_prompt_length: int = field(
+        default=64, metadata={"help": "Prompts are truncated to this many tokens."}
+    )
+
+    # --- sampling
+    max_new_tokens: int = field(default=24, metadata={"help": "Response length limit."})
+    min_new_tokens: int = field(default=0, metadata={"help": "Responses are at least this long."})
+    temperature: float = field(
+        default=1.0, metadata={"help": "Sampling temperature (0 = greedy, for tests)."}
+    )
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling (0 = off)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold (1 = off)."})
+    missing_eos_penalty: float | None = field(
+        default=None, metadata={"help": "Subtracted from the score of responses that never emitted EOS."}
+    )
+
+    # --- schedule
+    total_steps: int = field(
+        default=100, metadata={"help": "PPO iterations (each: rollouts, scoring, PPO epochs)."}
+    )
+    batch_size: int = field(default=32, metadata={"help": "Rollouts per iteration, over all processes."})
+    mini_batch_size: int = field(
+        default=8, metadata={"help": "Rollouts per optimizer step, over all processes."}
+    )
+    gradient_accumulation_steps: int = field(
+        default=1,
+        metadata={"help": "Micro-batches per mini-batch (micro = mini / processes / accumulation)."},
+    )
+    ppo_epochs: int = field(default=4, metadata={"help": "Passes over each batch of rollouts."})
+    learning_rate: float = field(default=1e-5, metadata={"help": "Policy learning rate (Adam)."})
+    value_learning_rate: float | None = field(
+        default=None, metadata={"help": "Critic learning rate; null = learning_rate."}
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+
+    # --- PPO
+    gamma: float = field(default=1.0, metadata={"help": "Discount (GAE gamma)."})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
+    cliprange: float = field(default=0.2, metadata={"help": "Policy ratio clip epsilon."})
+    cliprange_value: float = field(default=0.2, metadata={"help": "Value clip epsilon."})
+    vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss."})
+    entropy_coef: float = field(default=0.0, metadata={"help": "Weight of the entropy bonus."})
+    whiten_advantages: bool = field(default=True, metadata={"help": "Whiten advantages over the batch."})
+
+    # --- reward shaping and KL
+    kl_coef: float = field(
+        default=0.05, metadata={"help": "KL penalty coefficient beta (initial, if adaptive)."}
+    )
+    kl_estimator: Literal["k1", "k3"] = field(
+        default="k1", metadata={"help": "Per-token KL estimator in the reward."}
+    )
+    adaptive_kl: bool = field(
+        default=False, metadata={"help": "Adapt beta toward target_kl (Ziegler et al. 2019)."}
+    )
+    target_kl: float = field(
+        default=6.0, metadata={"help": "Adaptive controller's target KL per sequence (nats)."}
+    )
+    kl_horizon: int = field(default=10000, metadata={"help": "Adaptive controller's horizon (in rollouts)."})
+    kl_ceiling: float | None = field(
+        default=None,
+        metadata={"help": "Sequence KL above which the run stops or backs off (null = no guard)."},
+    )
+    kl_ceiling_action: Literal["stop", "backoff"] = field(
+        default="stop",
+        metadata={"help": "At the ceiling: stop (with a checkpoint) or double beta and go on."},
+    )
+    normalize_reward: bool = field(
+        default=True,
+        metadata={"help": "Standardize RM scores with <reward_model>/reward_stats.json (mean, std)."},
+    )
+    whiten_rewards: bool = field(
+        default=False, metadata={"help": "Rescale scores by their batch std (mean kept)."}
+    )
+    score_clip: float | None = field(default=None, metadata={"help": "Clip scores to [-c, c] (null = off)."})
+    reward_batch_size: int = field(default=32, metadata={"help": "Batch size for reward-model scoring."})
+
+    # --- PPO-ptx
+    ptx_coef: float = field(
+        default=0.0, metadata={"help": "Weight of the pretraining LM loss (InstructGPT PPO-ptx)."}
+    )
+    ptx_dataset: str | None = field(
+        default=None, metadata={"help": "Text dataset for PPO-ptx (format 'text')."}
+    )
+    ptx_batch_size: int = field(default=4, metadata={"help": "PPO-ptx texts per micro-batch, per process."})
+    ptx_max_length: int = field(
+        default=64, metadata={"help": "PPO-ptx texts are truncated to this many tokens."}
+    )
+
+    # --- bookkeeping
+    save_every: int = field(default=0, metadata={"help": "Checkpoint every N steps (0 = only at the end)."})
+    keep_checkpoints: int = field(default=2, metadata={"help": "Newest checkpoints kept on disk."})
+    resume: bool = field(
+        default=False, metadata={"help": "Continue from the newest checkpoint in the run folder."}
+    )
+    sample_every: int = field(
+        default=10, metadata={"help": "Log sample responses every N steps (0 = never)."}
+    )
+    save_model: bool = field(default=True, metadata={"help": "Save the final policy and value model."})
+    progress_bar: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
+
+    def validate(self) -> None:
+        """Reject impossible values, naming the key."""
+        super().validate()
+        if self.reward_model is None and self.reward_fn is None:
+            raise ConfigError(
+                "reward_model / reward_fn: set one of them (a reward model folder or 'module:function')"
+            )
+        if self.reward_model is not None and self.reward_fn is not None:
+            raise ConfigError(
+                "reward_model / reward_fn: set only one (set reward_model: null to use reward_fn)"
+            )
+        if self.reward_fn is not None:
+            require(":" in self.reward_fn, "reward_fn", "'module:function'", self.reward_fn)
+        for key in (
+            "total_steps",
+            "batch_size",
+            "mini_batch_size",
+            "gradient_accumulation_steps",
+            "ppo_epochs",
+            "max_new_tokens",
+            "max_prompt_length",
+            "reward_batch_size",
+            "eval_num_prompts",
+            "kl_horizon",
+        ):
+            require(getattr(self, key) >= 1, key, "an integer >= 1", getattr(self, key))
+        require(
+            self.batch_size % self.mini_batch_size == 0,
+            "batch_size",
+            "a multiple of mini_batch_size",
+            self.batch_size,
+        )
+        require(
+            self.mini_batch_size % self.gradient_accumulation_steps == 0,
+            "mini_batch_size",
+            "a multiple of gradient_accumulation_steps",
+            self.mini_batch_size,
+        )
+        require(
+            0 <= self.min_new_tokens <= self.max_new_tokens,
+            "min_new_tokens",
+            "between 0 and max_new_tokens",
+            self.min_new_tokens,
+        )
+        require(self.temperature >= 0, "temperature", ">= 0", self.temperature)
+        require(0 < self.top_p <= 1, "top_p", "in (0, 1]", self.top_p)
+        require(self.top_k >= 0, "top_k", ">= 0", self.top_k)
+        require(0 <= self.gamma <= 1, "gamma", "in [0, 1]", self.gamma)
+        require(0 <= self.lam <= 1, "lam", "in [0, 1]", self.lam)
+        for key in ("cliprange", "cliprange_value", "learning_rate", "max_grad_norm", "target_kl"):
+            require(getattr(self, key) > 0, key, "> 0", getattr(self, key))
+        for key in ("vf_coef", "entropy_coef", "kl_coef", "ptx_coef"):
+            require(getattr(self, key) >= 0, key, ">= 0", getattr(self, key))
+        require(
+            self.value_learning_rate is None or self.value_learning_rate > 0,
+            "value_learning_rate",
+            "> 0",
+            self.value_learning_rate,
+        )
+        require(self.kl_ceiling is None or self.kl_ceiling > 0, "kl_ceiling", "> 0 or null", self.kl_ceiling)
+        require(self.score_clip is None or self.score_clip > 0, "score_clip", "> 0 or null", self.score_clip)
+        require(
+            self.ptx_coef == 0 or self.ptx_dataset is not None,
+            "ptx_dataset",
+            "a text dataset when ptx_coef > 0",
+            self.ptx_dataset,
+        )
+        for key in ("save_every", "sample_every", "keep_checkpoints"):
+            require(getattr(self, key) >= 0, key, ">= 0", getattr(self, key))
+        require(self.lora_r >= 1, "lora_r", ">= 1", self.lora_r)

@@ -1,0 +1,115 @@
+"""Where PPO's scores come from, how they are shaped, and the KL coefficient that trades them against drift.
+
+A score source is either a trained reward model (reward/model.py; it has its own tokenizer, so it reads
+text: the prompt and the decoded response, re-encoded its way) or any Python judge `text -> float`
+(configured as `reward_fn: "module:function"`, for verifiable rewards). Per-token KL penalties are added
+in `losses.penalized_rewards`; this module holds the sequence-level part and the KL controllers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from alignment.core.config import ConfigError
+
+
+def load_judge(spec: str) -> Callable[[str], float]:
+    """Import `module:function` (for example `alignment.evaluate.judges:vader_compound`)."""
+    module_name, _, function_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"reward_fn: cannot import module {module_name!r} ({err})") from None
+    judge = getattr(module, function_name, None)
+    if not callable(judge):
+        raise ConfigError(f"reward_fn: {module_name!r} has no callable {function_name!r}")
+    return judge
+
+
+class Scorer:
+    """Raw scores for `prompt + response` texts from a reward model or a judge."""
+
+    def __init__(
+        self,
+        judge: Callable[[str], float] | None = None,
+        reward_model: torch.nn.Module | None = None,
+        reward_tokenizer=None,
+        batch_size: int = 32,
+    ):
+        self.judge = judge
+        self.reward_model = reward_model
+        self.reward_tokenizer = reward_tokenizer
+        self.batch_size = batch_size
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        """Scores [n] (float32, CPU)."""
+        if self.judge is not None:
+            return torch.tensor([float(self.judge(text)) for text in texts], dtype=torch.float32)
+        from reward.model import score_texts  # the stages may import reward/; lazily, judges need none of it
+
+        return score_texts(self.reward_model, self.reward_tokenizer, texts, batch_size=self.batch_size)
+
+
+@dataclass
+class ScoreShaping:
+    """Sequence-level score transforms applied before the KL penalty, in this order.
+
+    normalize with the RM's training statistics -> missing-EOS penalty -> clip to [-clip, clip].
+    """
+
+    mean: float = 0.0
+    std: float = 1.0
+    missing_eos_penalty: float | None = None
+    clip: float | None = None
+
+    def __call__(self, raw_scores: torch.Tensor, ended_with_eos: torch.Tensor) -> torch.Tensor:
+        """Shaped scores [n] from raw scores [n] and whether each response emitted EOS [n] (bool)."""
+        scores = (raw_scores - self.mean) / self.std
+        if self.missing_eos_penalty is not None:
+            scores = scores - self.missing_eos_penalty * (~ended_with_eos.bool()).float()
+        if self.clip is not None:
+            scores = scores.clamp(-self.clip, self.clip)
+        return scores
+
+
+class FixedKLController:
+    """A constant KL coefficient beta."""
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def update(self, current_kl: float, n_samples: int) -> None:
+        """Nothing adapts."""
+
+    def state_dict(self) -> dict:
+        """For checkpoints."""
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore from a checkpoint."""
+        self.value = state["value"]
+
+
+class AdaptiveKLController(FixedKLController):
+    """Ziegler et al. 2019, section 2.2: steer the observed KL toward `target` with a proportional controller.
+
+    e_t = clip(KL_t / target - 1, -0.2, 0.2);  beta_{t+1} = beta_t * (1 + K_beta * e_t),
+    with K_beta = n_samples / horizon (the paper's K_beta = 0.1 per step over its horizon).
+    """
+
+    def __init__(self, value: float, target: float, horizon: int):
+        super().__init__(value)
+        self.target = target
+        self.horizon = horizon
+
+    def update(self, current_kl: float, n_samples: int) -> None:
+        """Move beta by at most +-20% of n_samples / horizon."""
+        if not math.isfinite(current_kl):
+            return
+        proportional_error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + proportional_error * n_samples / self.horizon

@@ -1,0 +1,253 @@
+"""PPO end to end on a tiny GPT-2: reward rises under a simple judge, KL is reported, resume is exact.
+
+The judge rewards the letter "e" in the text: a random tiny policy emits it sometimes, so PPO has
+something to reinforce within a few seconds on CPU.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alignment.core.config import ConfigError, build_config
+from alignment.core.logging import read_metrics
+from alignment.ppo.config import Config
+from alignment.ppo.trainer import TrainingHalted, run
+
+JUDGES = """
+def count_e(text):
+    return text.count("e") / 4.0
+
+def not_a_number(text):
+    return float("nan")
+"""
+
+PROMPT_WORDS = [
+    "the movie was",
+    "a dull film",
+    "i loved every",
+    "the worst movie",
+    "an excellent cast",
+    "boring slow and",
+    "happy people tell",
+    "sad news came",
+    "the acting was",
+    "a charming story",
+    "this comedy is",
+    "far too long",
+]
+
+
+@pytest.fixture(scope="module")
+def ppo_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ppo-data")
+    (folder / "ppo_test_judges.py").write_text(JUDGES)
+    with (folder / "prompts.jsonl").open("w") as f:
+        for prompt in PROMPT_WORDS:
+            f.write(json.dumps({"prompt": prompt}) + "\n")
+    with (folder / "ptx.jsonl").open("w") as f:
+        for prompt in PROMPT_WORDS:
+            f.write(json.dumps({"text": prompt + " and the plot was good"}) + "\n")
+    return folder
+
+
+@pytest.fixture()
+def judge_path(ppo_data, monkeypatch):
+    monkeypatch.syspath_prepend(str(ppo_data))
+    return ppo_data
+
+
+def tiny_config(model_dir, data_dir, out_dir, **overrides) -> Config:
+    values = dict(
+        output_dir=str(out_dir),
+        policy_model=str(model_dir),
+        reward_model=None,
+        reward_fn="ppo_test_judges:count_e",
+        prompts=str(data_dir / "prompts.jsonl"),
+        eval_prompts=None,
+        batch_size=16,
+        mini_batch_size=8,
+        ppo_epochs=2,
+        max_new_tokens=10,
+        learning_rate=3e-3,
+        kl_coef=0.01,
+        total_steps=4,
+        progress_bar=False,
+        sample_every=0,
+        value_model="policy_head",
+        value_head_init="fresh",
+    )
+    values.update(overrides)
+    return build_config(Config, values)
+
+
+def test_reward_rises_and_kl_is_reported(tiny_model_dir, judge_path, tmp_path):
+    out = tmp_path / "run"
+    config = tiny_config(
+        tiny_model_dir,
+        judge_path,
+        out,
+        total_steps=24,
+        eval_prompts=str(judge_path / "prompts.jsonl"),
+        eval_num_prompts=12,
+        value_model="separate",
+        sample_every=10,
+        ppo_epochs=4,
+    )
+    final = run(config)
+    rows = [r for r in read_metrics(out) if "reward/mean" in r]
+    assert [r["step"] for r in rows] == list(range(1, 25))
+    start = sum(r["score/mean"] for r in rows[:3]) / 3
+    end = sum(r["score/mean"] for r in rows[-3:]) / 3
+    assert end > start + 0.5, (start, end)  # the judge's score per response rose clearly
+    assert all(math.isfinite(r["kl"]) and math.isfinite(r["loss"]) for r in rows)
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # policy == reference before any update
+    assert rows[-1]["kl"] > 0.05
+    for key in (
+        "entropy",
+        "clipfrac",
+        "approx_kl",
+        "value_loss",
+        "explained_variance",
+        "response/length",
+        "response/eos_rate",
+        "time/generation",
+        "time/scoring",
+        "time/training",
+        "samples_per_s",
+        "tokens_per_s",
+        "kl/k1",
+        "kl/k3",
+        "reward/std",
+    ):
+        assert key in rows[-1], key
+    assert final["eval/score_end"] > final["eval/score_start"]
+    # final policy saved with tokenizer and card, and it differs from where it started
+    saved = load_file(str(out / "model" / "model.safetensors"))
+    start_weights = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    key = "transformer.h.0.attn.c_attn.weight"
+    assert not torch.allclose(saved[key], start_weights[key])
+    assert (out / "model" / "README.md").exists() and (out / "model" / "tokenizer_config.json").exists()
+    assert (out / "value_model" / "value_head.safetensors").exists()
+    assert (out / "value_model" / "config.json").exists()
+    assert (out / "samples.jsonl").exists()
+    assert list((out / "tensorboard").iterdir())
+
+
+def test_resume_continues_the_same_run(tiny_model_dir, judge_path, tmp_path):
+    straight = tmp_path / "straight"
+    run(tiny_config(tiny_model_dir, judge_path, straight, total_steps=4, save_every=2))
+    resumed = tmp_path / "resumed"
+    run(tiny_config(tiny_model_dir, judge_path, resumed, total_steps=2))
+    assert (resumed / "checkpoints" / "step-000002" / "trainer_state.json").exists()
+    run(tiny_config(tiny_model_dir, judge_path, resumed, total_steps=4, resume=True))
+    a = {r["step"]: r for r in read_metrics(straight)}
+    b = {r["step"]: r for r in read_metrics(resumed)}
+    assert sorted(b) == [1, 2, 3, 4]
+    for step in (3, 4):
+        for key in ("reward/mean", "kl", "loss", "value_loss", "entropy", "response/length"):
+            assert b[step][key] == pytest.approx(a[step][key], rel=1e-5, abs=1e-6), (step, key)
+
+
+def test_lora_reference_ptx_and_first_ratio_is_one(tiny_model_dir, judge_path, tmp_path):
+    out = tmp_path / "lora"
+    run(
+        tiny_config(
+            tiny_model_dir,
+            judge_path,
+            out,
+            total_steps=2,
+            use_lora=True,
+            lora_r=4,
+            ppo_epochs=1,
+            mini_batch_size=16,
+            learning_rate=1e-9,
+            ptx_coef=0.5,
+            ptx_dataset=str(judge_path / "ptx.jsonl"),
+            kl_estimator="k3",
+            adaptive_kl=True,
+            target_kl=0.1,
+            kl_horizon=100,
+        )
+    )
+    rows = [r for r in read_metrics(out) if "reward/mean" in r]
+    # With one mini-batch per epoch and a vanishing learning rate, the training forward must reproduce the
+    # rollout log-probs exactly (left padding, positions, ptx padding all line up): ratio 1, nothing clipped.
+    assert rows[0]["ratio"] == pytest.approx(1.0, abs=1e-5)
+    assert rows[0]["approx_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert rows[0]["clipfrac"] == 0.0
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # adapter starts at zero: policy == reference
+    assert rows[0]["ptx_loss"] > 0
+    assert rows[1]["kl/coef"] < rows[0]["kl/coef"]  # KL below target: the adaptive controller lowers beta
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["model_type"] == "gpt2"  # merged: a plain model, no adapter files
+    assert not (out / "model" / "adapter_config.json").exists()
+
+
+def test_reward_model_with_stats(tiny_model_dir, judge_path, tmp_path):
+    from reward.model import build_reward_model
+
+    torch.manual_seed(0)
+    rm, rm_tokenizer = build_reward_model(str(tiny_model_dir))
+    rm_dir = tmp_path / "rm"
+    rm.save_pretrained(rm_dir)
+    rm_tokenizer.save_pretrained(rm_dir)
+    (rm_dir / "reward_stats.json").write_text(json.dumps({"mean": 0.5, "std": 2.0, "eval_accuracy": 0.7}))
+    out = tmp_path / "rm-run"
+    final = run(
+        tiny_config(
+            tiny_model_dir,
+            judge_path,
+            out,
+            total_steps=2,
+            reward_fn=None,
+            reward_model=str(rm_dir),
+            value_model="separate",
+            value_head_init="reward_head",
+            missing_eos_penalty=1.0,
+            score_clip=3.0,
+        )
+    )
+    rows = [r for r in read_metrics(out) if "reward/mean" in r]
+    # normalized with the stats: score = (raw - 0.5) / 2 - penalty for responses without EOS
+    first = rows[0]
+    expected = (first["score/raw_mean"] - 0.5) / 2.0 - (1 - first["response/eos_rate"])
+    assert first["score/mean"] == pytest.approx(expected, abs=1e-4)
+    assert math.isfinite(final["value_loss"])
+
+
+def test_non_finite_reward_stops_with_checkpoint(tiny_model_dir, judge_path, tmp_path):
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingHalted, match="non-finite scores"):
+        run(tiny_config(tiny_model_dir, judge_path, out, reward_fn="ppo_test_judges:not_a_number"))
+    assert (out / "checkpoints" / "step-000000" / "trainer_state.json").exists()
+
+
+def test_kl_ceiling_stops(tiny_model_dir, judge_path, tmp_path):
+    out = tmp_path / "ceiling"
+    with pytest.raises(TrainingHalted, match="kl_ceiling"):
+        run(tiny_config(tiny_model_dir, judge_path, out, total_steps=6, kl_ceiling=1e-4, learning_rate=1e-2))
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="reward_model / reward_fn"):
+        build_config(Config, {"reward_model": None})
+    with pytest.raises(ConfigError, match="batch_size"):
+        build_config(Config, {"batch_size": 10, "mini_batch_size": 4})
+    with pytest.raises(ConfigError, match="ptx_dataset"):
+        build_config(Config, {"ptx_coef": 0.1})
+    with pytest.raises(ConfigError, match="reward_fn"):
+        build_config(Config, {"reward_model": None, "reward_fn": "no_colon"})
+    with pytest.raises(ConfigError, match="kl_estimator"):
+        build_config(Config, {"kl_estimator": "k2"})
+
+
+@pytest.mark.parametrize("recipe", ["tiny.yaml", "smollm2-135m.yaml"])
+def test_recipes_parse(recipe):
+    from alignment.core.config import parse_config
+
+    config = parse_config(Config, ["--config", str(Path(__file__).parents[2] / "configs" / "ppo" / recipe)])
+    assert config.total_steps >= 1
