@@ -217,8 +217,11 @@ def read_stage_timings(run_root: Path) -> dict[str, float]:
         timing_file = folder / "timing.json"
         if timing_file.is_file():
             try:
-                timings[folder.name] = float(json.loads(timing_file.read_text())["wall_s"])
-            except (ValueError, KeyError, TypeError):
+                timing = json.loads(timing_file.read_text())
+                # Only a stage's own marker counts (the pipeline's summary file has no "stage" key).
+                if timing.get("stage") == folder.name:
+                    timings[folder.name] = float(timing["wall_s"])
+            except (ValueError, KeyError, TypeError, AttributeError):
                 print(f"evaluate: ignoring unreadable {timing_file}")
     return timings
 

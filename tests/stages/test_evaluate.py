@@ -44,6 +44,10 @@ def test_evaluate_writes_a_report_on_a_user_prompt_file(
         )
     )
     (sft_dir / "timing.json").write_text(json.dumps({"stage": "sft", "wall_s": 12.5}))
+    (runs / "demo" / "pipeline").mkdir()  # the pipeline's own summary is not a stage timing
+    (runs / "demo" / "pipeline" / "timing.json").write_text(
+        json.dumps({"stages": {}, "total_s": 1, "wall_s": 99})
+    )
     ppo_dir = runs / "demo" / "ppo"
     ppo_dir.mkdir()
     (ppo_dir / "metrics.jsonl").write_text(
