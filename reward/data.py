@@ -1,0 +1,274 @@
+"""Comparison data for the reward model: pairs, K-way rankings, the human-rated default, start-up checks.
+
+Everything becomes a list of pairs, one dict each:
+    {"prompt", "chosen", "rejected", "margin": float | None, "gap": float (NaN if unknown), "weight", "group"}
+`gap` is how strongly the data prefers `chosen` (the difference of mean human ratings) and feeds the
+accuracy-by-gap report; `margin` is what the loss may subtract; `group` names the prompt (or ranking) a pair
+came from, so train/eval splits never share one.
+
+A K-way ranking (1 = best, equal ranks are ties) expands into its non-tied pairs, each weighted 1/C(K,2):
+InstructGPT (Ouyang et al. 2022, sec. 3.5) treats the C(K,2) comparisons of one prompt as one unit, because
+as separate examples they are correlated and one prompt would dominate (and overfit) the reward model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignment.core.formats import DatasetFormatError, load_dataset_as, read_jsonl
+from alignment.core.paths import resolve_path
+
+SENTIMENT_SOURCES = ("movie", "amazon", "nyt", "tweets")
+
+
+def ranking_to_pairs(
+    prompt: str, completions: list[str], ranks: list[int], where: str = "ranking"
+) -> list[dict]:
+    """Expand one K-way ranking into its non-tied pairs (better first), each with weight 1/C(K,2).
+
+    Raises `DatasetFormatError` naming `where` for malformed rankings (ranks not matching completions, fewer
+    than 2 completions, all tied, the same text at two different ranks).
+    """
+    if len(completions) < 2:
+        raise DatasetFormatError(
+            f"{where}: key 'completions': expected at least 2 completions, got {len(completions)}"
+        )
+    if len(ranks) != len(completions):
+        raise DatasetFormatError(
+            f"{where}: key 'ranks': expected one rank per completion ({len(completions)}), got {len(ranks)}"
+        )
+    if len(set(ranks)) == 1:
+        raise DatasetFormatError(
+            f"{where}: key 'ranks': all {len(ranks)} completions are tied; no preference"
+        )
+    weight = 1.0 / math.comb(len(completions), 2)
+    pairs = []
+    for i in range(len(completions)):
+        for j in range(i + 1, len(completions)):
+            if ranks[i] == ranks[j]:
+                continue
+            better, worse = (i, j) if ranks[i] < ranks[j] else (j, i)
+            if completions[better] == completions[worse]:
+                raise DatasetFormatError(
+                    f"{where}: completions[{better}] and completions[{worse}] are the same text with different ranks"
+                )
+            pairs.append(
+                {
+                    "prompt": prompt,
+                    "chosen": completions[better],
+                    "rejected": completions[worse],
+                    "margin": None,
+                    "gap": math.nan,
+                    "weight": weight,
+                    "group": where,
+                }
+            )
+    return pairs
+
+
+def load_preference_file(source: str, skip_bad_rows: bool = False) -> list[dict]:
+    """Read a pairs file (prompt, chosen, rejected, optional margin) or a rankings file as pairs.
+
+    Rows are validated by `alignment.core.formats` (errors name file, row and key).
+    """
+    dataset, report = load_dataset_as(resolve_path(source), skip_bad_rows=skip_bad_rows)
+    if report.skipped:
+        print(f"[reward] {report.summary()}")
+    pairs: list[dict] = []
+    if "ranks" in dataset.column_names:
+        for index, row in enumerate(dataset):
+            pairs += ranking_to_pairs(
+                row["prompt"], row["completions"], row["ranks"], f"{source}: row {index}"
+            )
+        return pairs
+    has_margin = "margin" in dataset.column_names
+    for row in dataset:
+        margin = float(row["margin"]) if has_margin and row["margin"] is not None else None
+        pairs.append(
+            {
+                "prompt": row["prompt"],
+                "chosen": row["chosen"],
+                "rejected": row["rejected"],
+                "margin": margin,
+                "gap": margin if margin is not None else math.nan,
+                "weight": 1.0,
+                "group": f"prompt:{row['prompt']}",
+            }
+        )
+    return pairs
+
+
+def read_snippets(path: str, sources: Iterable[str] = SENTIMENT_SOURCES) -> list[dict]:
+    """Rows of the human-rated sentiment snippets file, filtered to `sources`, checked for the keys we use."""
+    path = resolve_path(path)
+    if not Path(path).is_file():
+        raise DatasetFormatError(f"{path} does not exist (run `alignment prepare --only sentiment` first)")
+    wanted = set(sources)
+    rows = []
+    for number, row in enumerate(read_jsonl(path), start=1):
+        for key, kind in (("text", str), ("mean_rating", (int, float)), ("split", str), ("source", str)):
+            if not isinstance(row.get(key), kind):
+                raise DatasetFormatError(
+                    f"{path}: line {number}: key '{key}': expected {kind}, got {row.get(key)!r}"
+                )
+        if row["source"] in wanted and row["text"].strip():
+            rows.append(row)
+    if not rows:
+        raise DatasetFormatError(f"{path}: no snippets from sources {sorted(wanted)}")
+    return rows
+
+
+def sentiment_pairs(
+    snippets: list[dict], split: str, min_gap: float, max_pairs: int, seed: int
+) -> list[dict]:
+    """Preference pairs from human ratings: two texts of `split` whose mean ratings differ by >= `min_gap`.
+
+    The higher-rated text is chosen, the rating difference is the margin and the gap; the prompt is "".
+    Pairs are drawn at random (deterministically from `seed`) until `max_pairs` distinct pairs are found.
+    """
+    texts: dict[str, float] = {}
+    for row in snippets:
+        if row["split"] == split:
+            texts.setdefault(
+                row["text"], float(row["mean_rating"])
+            )  # duplicated texts: keep the first rating
+    items = sorted(texts.items())  # sorted so the draw does not depend on file order
+    rng = random.Random(f"{seed}:{split}")
+    seen: set[tuple[int, int]] = set()
+    pairs = []
+    for _ in range(max_pairs * 50):
+        if len(pairs) >= max_pairs or len(items) < 2:
+            break
+        i, j = rng.sample(range(len(items)), 2)
+        rating_i, rating_j = items[i][1], items[j][1]
+        if abs(rating_i - rating_j) < min_gap or (min(i, j), max(i, j)) in seen:
+            continue
+        seen.add((min(i, j), max(i, j)))
+        (chosen, high), (rejected, low) = (
+            (items[i], items[j]) if rating_i > rating_j else (items[j], items[i])
+        )
+        gap = high - low
+        pairs.append(
+            {
+                "prompt": "",
+                "chosen": chosen,
+                "rejected": rejected,
+                "margin": gap,
+                "gap": gap,
+                "weight": 1.0,
+                "group": f"{split}:{i}-{j}",
+            }
+        )
+    if not pairs:
+        raise DatasetFormatError(f"no '{split}' snippet pairs with a rating gap >= {min_gap}")
+    return pairs
+
+
+def split_by_group(pairs: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Hold out about `eval_fraction` of the groups (prompts/rankings), so no prompt is in both splits."""
+
+    def held_out(group: str) -> bool:
+        digest = hashlib.sha256(f"{seed}:{group}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction
+
+    train = [p for p in pairs if not held_out(p["group"])]
+    evaluation = [p for p in pairs if held_out(p["group"])]
+    return train, evaluation
+
+
+def normalise_weights(pairs: list[dict]) -> list[dict]:
+    """Scale weights to mean 1, so mean(weight * loss) per batch estimates the weighted objective unbiasedly."""
+    mean = sum(p["weight"] for p in pairs) / len(pairs)
+    return [{**p, "weight": p["weight"] / mean} for p in pairs]
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenization and the start-up checks
+
+
+@dataclass
+class PairCheckReport:
+    """What the start-up checks found in one split."""
+
+    name: str
+    pairs: int = 0
+    truncated: int = 0  # pairs where chosen or rejected lost tokens to max_length
+    indistinguishable: int = 0  # pairs whose truncated chosen and rejected ids are identical
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def indistinguishable_fraction(self) -> float:
+        """Fraction of pairs that truncation made identical."""
+        return self.indistinguishable / max(self.pairs, 1)
+
+    def summary(self) -> str:
+        """One line for logs."""
+        return (
+            f"{self.name}: {self.pairs} pairs; {self.truncated} truncated; {self.indistinguishable} "
+            f"({100 * self.indistinguishable_fraction:.1f}%) lost every distinguishing token to truncation"
+        )
+
+
+def check_pair_texts(pairs: list[dict], name: str) -> None:
+    """Raise `DatasetFormatError` for empty texts and identical chosen/rejected (naming the pair)."""
+    for index, pair in enumerate(pairs):
+        for key in ("chosen", "rejected"):
+            if not isinstance(pair[key], str) or not pair[key].strip():
+                raise DatasetFormatError(
+                    f"{name}: pair {index} ({pair['group']}): key '{key}': expected non-empty text"
+                )
+        if pair["chosen"] == pair["rejected"]:
+            raise DatasetFormatError(
+                f"{name}: pair {index} ({pair['group']}): chosen and rejected are the same text; it teaches nothing"
+            )
+
+
+def tokenize_pairs(
+    pairs: list[dict], tokenize: Any, max_length: int, margin_scale: float, name: str
+) -> tuple[list[dict], PairCheckReport]:
+    """Token ids for each pair plus the truncation report.
+
+    `tokenize(texts, max_length) -> list[list[int]]` truncates to `max_length` (None: not at all), as
+    reward.model.encode_texts does; a text counts as truncated when its ids differ from the untruncated ones.
+    Returned rows: chosen_ids, rejected_ids, margin (margin_scale * margin, 0 without one), weight, gap.
+    """
+    check_pair_texts(pairs, name)
+    report = PairCheckReport(name=name, pairs=len(pairs))
+    chosen_texts = [p["prompt"] + p["chosen"] for p in pairs]
+    rejected_texts = [p["prompt"] + p["rejected"] for p in pairs]
+    chosen_ids, rejected_ids = tokenize(chosen_texts, max_length), tokenize(rejected_texts, max_length)
+    chosen_full, rejected_full = tokenize(chosen_texts, None), tokenize(rejected_texts, None)
+    rows = []
+    for index, pair in enumerate(pairs):
+        if chosen_full[index] != chosen_ids[index] or rejected_full[index] != rejected_ids[index]:
+            report.truncated += 1
+            if chosen_ids[index] == rejected_ids[index]:
+                report.indistinguishable += 1
+                if len(report.examples) < 3:
+                    report.examples.append(f"pair {index} ({pair['group']})")
+        margin = pair["margin"] if pair["margin"] is not None else 0.0
+        rows.append(
+            {
+                "chosen_ids": chosen_ids[index],
+                "rejected_ids": rejected_ids[index],
+                "margin": margin_scale * margin,
+                "weight": pair["weight"],
+                "gap": pair["gap"],
+            }
+        )
+    return rows, report
+
+
+def check_truncation(report: PairCheckReport, max_fraction: float) -> None:
+    """Raise `DatasetFormatError` when more than `max_fraction` of pairs became identical after truncation."""
+    if report.indistinguishable_fraction > max_fraction:
+        raise DatasetFormatError(
+            f"{report.summary()}; more than max_indistinguishable_fraction={max_fraction}. Raise max_length or "
+            f"shorten the texts (first: {', '.join(report.examples)})"
+        )

@@ -1,0 +1,229 @@
+"""Reward models: a scalar head on a decoder (read at the last real token) or an encoder (pooled [CLS]).
+
+Every reward model is an `AutoModelForSequenceClassification` with `num_labels=1`, saved with its own
+tokenizer, so it may use a different vocabulary than the policy it scores: callers hand it text, never ids.
+
+Silent failures this module guards against (see ../shared/STACK-NOTES.md):
+- `config.pad_token_id` unset, or equal to EOS: transformers reads the score at the rightmost token that is
+  not the pad id, so with pad == EOS the EOS appended to every text is skipped and with pad unset a batch fails;
+- left padding shifts positions of the real tokens unless `position_ids` are given, so the same text would get
+  a different score depending on how much padding its batch needed (`check_score_position` tests this).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from alignment.core.models import DEFAULT_CHAT_TEMPLATE, ModelLoadError, ensure_pad_token
+from alignment.core.paths import resolve_path
+
+# Backbones whose classification head pools the first ([CLS]) token rather than the last real one.
+ENCODER_MODEL_TYPES = {
+    "bert",
+    "roberta",
+    "distilbert",
+    "albert",
+    "electra",
+    "deberta",
+    "deberta-v2",
+    "mpnet",
+    "xlm-roberta",
+    "modernbert",
+}
+STATS_FILE = "reward_stats.json"
+
+
+def is_encoder(config: PretrainedConfig) -> bool:
+    """True for encoder backbones (pooled [CLS] score); False for decoders (score at the last real token)."""
+    return config.model_type in ENCODER_MODEL_TYPES
+
+
+def _folder(name_or_path: str) -> str:
+    path = resolve_path(name_or_path)
+    if (path.startswith((".", "/")) or name_or_path.startswith("cache://")) and not Path(path).is_dir():
+        hint = " (run `alignment prepare` first)" if name_or_path.startswith("cache://") else ""
+        raise ModelLoadError(f"model folder {path} does not exist{hint}")
+    return path
+
+
+def load_backbone_tokenizer(name_or_path: str, encoder: bool) -> PreTrainedTokenizerBase:
+    """Tokenizer for a new reward model: a pad token distinct from EOS (decoders) and a chat template."""
+    tokenizer = AutoTokenizer.from_pretrained(_folder(name_or_path))
+    if encoder:
+        if tokenizer.pad_token is None:
+            raise ModelLoadError(f"encoder tokenizer {name_or_path!r} has no pad token")
+    else:
+        ensure_pad_token(tokenizer)
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def build_reward_model(
+    name_or_path: str, tokenizer_name_or_path: str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A reward model from any backbone folder (an SFT causal LM, MiniLM, ...): a fresh scalar head on top.
+
+    Returns the model and its tokenizer, with `config.pad_token_id` set to the tokenizer's pad id.
+    """
+    path = _folder(name_or_path)
+    encoder = is_encoder(AutoConfig.from_pretrained(path))
+    tokenizer = load_backbone_tokenizer(tokenizer_name_or_path or name_or_path, encoder)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if tokenizer.eos_token_id is not None:
+        model.config.eos_token_id = tokenizer.eos_token_id
+    check_pad_token(model, tokenizer)
+    return model, tokenizer
+
+
+def check_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Raise `ModelLoadError` unless the model's pad id is the tokenizer's and (for decoders) differs from EOS."""
+    pad_id = model.config.pad_token_id
+    if pad_id is None or pad_id != tokenizer.pad_token_id:
+        raise ModelLoadError(
+            f"reward model config.pad_token_id={pad_id} but its tokenizer pads with {tokenizer.pad_token_id}: "
+            "the score would be read at the wrong token"
+        )
+    if not is_encoder(model.config) and pad_id == tokenizer.eos_token_id:
+        raise ModelLoadError(
+            f"reward model pads with its EOS token (id {pad_id}): the EOS that ends every text would be "
+            "taken for padding and the score read one token early"
+        )
+
+
+def load_reward_model(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a saved reward model and its own tokenizer, in eval mode; checks the pad-token set-up."""
+    folder = _folder(path)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
+    if model.config.num_labels != 1:
+        raise ModelLoadError(f"{folder}: a reward model needs num_labels=1, found {model.config.num_labels}")
+    check_pad_token(model, tokenizer)
+    return model.eval(), tokenizer
+
+
+def load_reward_stats(path: str) -> dict[str, float]:
+    """`reward_stats.json` of a saved reward model: {mean, std, eval_accuracy}."""
+    stats_path = Path(_folder(path)) / STATS_FILE
+    if not stats_path.is_file():
+        raise ModelLoadError(
+            f"{stats_path} does not exist: was the reward model trained by `alignment reward`?"
+        )
+    return json.loads(stats_path.read_text())
+
+
+def encode_texts(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int | None, encoder: bool
+) -> list[list[int]]:
+    """Token ids of each text as the reward model reads it (the same in training and scoring).
+
+    Decoders get EOS appended (after truncation, so the score is always read at an EOS, whose hidden state
+    has attended to the whole text); encoders get their [CLS] ... [SEP] from the tokenizer.
+    `max_length=None` does not truncate (the start-up checks use it to see what truncation removed).
+    """
+    if encoder:
+        if max_length is None:
+            return tokenizer(texts, truncation=False, verbose=False)["input_ids"]
+        return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    eos = tokenizer.eos_token_id
+    encoded = []
+    for ids in tokenizer(texts)["input_ids"]:
+        if ids and ids[-1] == eos:
+            ids = ids[:-1]
+        encoded.append((ids if max_length is None else ids[: max_length - 1]) + [eos])
+    return encoded
+
+
+def pad_batch(
+    sequences: list[list[int]], pad_token_id: int, padding_side: str = "right"
+) -> dict[str, torch.Tensor]:
+    """Pad id lists into input_ids, attention_mask and position_ids (counted over real tokens only)."""
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        span = slice(width - len(ids), width) if padding_side == "left" else slice(0, len(ids))
+        input_ids[row, span] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, span] = 1
+    # Real tokens get positions 0..n-1 wherever the padding is; pads get 0 (they are masked anyway).
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
+
+
+@torch.no_grad()
+def score_texts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    batch_size: int = 32,
+    max_length: int = 512,
+) -> torch.Tensor:
+    """Scalar reward of each text, shape [n], float32 on CPU.
+
+    Padding follows `tokenizer.padding_side` (encoders always pad on the right: they pool the first token).
+    """
+    encoder = is_encoder(model.config)
+    side = "right" if encoder else tokenizer.padding_side
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    scores = []
+    for start in range(0, len(texts), batch_size):
+        ids = encode_texts(tokenizer, texts[start : start + batch_size], max_length, encoder)
+        batch = pad_batch(ids, tokenizer.pad_token_id, side)
+        if encoder:
+            batch.pop("position_ids")  # right padding: the default positions are the real ones
+        batch = {k: v.to(device) for k, v in batch.items()}
+        scores.append(model(**batch).logits[:, 0].float().cpu())
+    model.train(was_training)
+    return torch.cat(scores) if scores else torch.zeros(0)
+
+
+def check_score_position(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    text: str = "a short probe text",
+    atol: float = 1e-4,
+) -> None:
+    """Raise `ModelLoadError` unless `text` scores the same alone, right-padded and left-padded in a batch.
+
+    A different score means the head reads a pad (or the wrong) position: the classic silent reward-model bug.
+    """
+    encoder = is_encoder(model.config)
+    ids = encode_texts(tokenizer, [text], 64, encoder)[0]
+    longer = ids + ids[1:] + ids[1:]  # forces padding of `ids` in the same batch
+    sides = ["right"] if encoder else ["right", "left"]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        alone = model(
+            **{k: v.to(device) for k, v in pad_batch([ids], tokenizer.pad_token_id).items()}
+        ).logits[0, 0]
+        for side in sides:
+            batch = {
+                k: v.to(device) for k, v in pad_batch([ids, longer], tokenizer.pad_token_id, side).items()
+            }
+            padded = model(**batch).logits[0, 0]
+            if not torch.allclose(alone, padded, atol=atol):
+                model.train(was_training)
+                raise ModelLoadError(
+                    f"reward model scores the same text {alone.item():.5f} alone but {padded.item():.5f} with "
+                    f"{side} padding: the score is not read at the last real token (check config.pad_token_id)"
+                )
+    model.train(was_training)

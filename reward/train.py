@@ -1,0 +1,428 @@
+"""Stage 2: train a scalar reward model on pairwise preferences (Bradley-Terry), with TRL's RewardTrainer.
+
+    alignment reward --config configs/reward/tiny.yaml
+    accelerate launch --config_file configs/accelerate/zero3.yaml scripts/reward.py --config configs/reward/tiny.yaml
+
+TRL's RewardTrainer brings the model/pad-token set-up, DeepSpeed/DDP and logging; we subclass it only to weight
+pairs (all pairs of one K-way ranking share weight 1/C(K,2)) and to report accuracy by rating gap on held-out
+pairs. The data are pre-tokenized here, so the start-up checks see exactly what the model will read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import datasets
+import torch
+from transformers import EvalPrediction
+from transformers.trainer_utils import get_last_checkpoint
+from trl import RewardConfig, RewardTrainer
+
+from alignment.core.config import ConfigError, StageConfig, parse_config, require
+from alignment.core.launch import (
+    is_main_process,
+    prepare_cpu_distributed,
+    seed_everything,
+    start_run,
+    trainer_backend_kwargs,
+)
+from alignment.core.logging import MetricsCallback, MetricsLogger, write_model_card
+from reward import data as rdata
+from reward.losses import bradley_terry_loss, center_rewards_penalty, pairwise_metrics
+from reward.model import (
+    STATS_FILE,
+    build_reward_model,
+    check_score_position,
+    encode_texts,
+    is_encoder,
+    pad_batch,
+)
+
+
+@dataclass
+class Config(StageConfig):
+    """Options of `alignment reward`."""
+
+    stage: ClassVar[str] = "reward"
+
+    model_name_or_path: str = field(
+        default="runs/tiny-sentiment/sft/model",
+        metadata={
+            "help": "Backbone: a causal LM folder (usually the SFT model) or an encoder such as "
+            "cache://models/minilm-l6-v2; a fresh scalar head is put on top."
+        },
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Tokenizer folder, if not the backbone's (the RM keeps its own tokenizer)."},
+    )
+    train_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Pairs (prompt, chosen, rejected[, margin]) or rankings (prompt, completions, ranks) "
+            "file; null uses the human-rated sentiment snippets (snippets_file)."
+        },
+    )
+    eval_file: str | None = field(
+        default=None,
+        metadata={"help": "Held-out comparisons; null splits train_file by prompt (eval_fraction)."},
+    )
+    eval_fraction: float = field(
+        default=0.1, metadata={"help": "Share of prompts held out when eval_file is null."}
+    )
+    skip_bad_rows: bool = field(
+        default=False, metadata={"help": "Drop and count malformed rows instead of failing."}
+    )
+    snippets_file: str = field(
+        default="cache://datasets/sentiment/snippets.jsonl",
+        metadata={"help": "Human-rated snippets (text, mean_rating, split, source) for the default pairs."},
+    )
+    sources: list[str] = field(
+        default_factory=lambda: list(rdata.SENTIMENT_SOURCES),
+        metadata={"help": "Snippet sources to pair: any of movie, amazon, nyt, tweets."},
+    )
+    min_rating_gap: float = field(
+        default=1.0,
+        metadata={"help": "Pair two snippets only if their mean human ratings differ by at least this."},
+    )
+    eval_min_rating_gap: float = field(
+        default=0.25,
+        metadata={
+            "help": "Minimum rating gap of held-out pairs; below min_rating_gap so accuracy by gap covers "
+            "hard pairs too."
+        },
+    )
+    max_train_pairs: int = field(
+        default=3000, metadata={"help": "Number of snippet pairs drawn for training."}
+    )
+    max_eval_pairs: int = field(
+        default=1000, metadata={"help": "Number of snippet pairs drawn from the held-out texts."}
+    )
+    margin_scale: float = field(
+        default=0.0,
+        metadata={
+            "help": "Loss margin = margin_scale * margin column (rating gap); 0 trains plain Bradley-Terry."
+        },
+    )
+    center_rewards_coefficient: float | None = field(
+        default=None,
+        metadata={"help": "Weight of mean((r_c + r_r)^2), keeping rewards centred; null disables."},
+    )
+    max_length: int = field(
+        default=128, metadata={"help": "Tokens per text (prompt + completion); longer is cut."}
+    )
+    max_indistinguishable_fraction: float = field(
+        default=0.01,
+        metadata={"help": "Fail when more than this share of pairs become identical after truncation."},
+    )
+    gap_edges: list[float] = field(
+        default_factory=lambda: [1.0, 2.0],
+        metadata={"help": "Rating-gap bucket edges for held-out accuracy (gap < 1, 1-2, >= 2)."},
+    )
+    learning_rate: float = field(default=5e-4, metadata={"help": "Peak AdamW learning rate."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Share of steps with linear warm-up."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the training pairs."})
+    max_steps: int = field(
+        default=-1, metadata={"help": "Stop after this many optimizer steps (-1: use epochs)."}
+    )
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Pairs per device per step."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Pairs per device per eval step."})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches per optimizer step."}
+    )
+    logging_steps: int = field(default=10, metadata={"help": "Log training metrics every this many steps."})
+    eval_steps: int = field(
+        default=0, metadata={"help": "Evaluate every this many steps (0: only at the end)."}
+    )
+    save_steps: int = field(default=500, metadata={"help": "Checkpoint every this many steps."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
+    resume: bool = field(
+        default=True, metadata={"help": "Resume from the last checkpoint in the run folder."}
+    )
+
+    def validate(self) -> None:
+        """Reject impossible values, naming the key."""
+        super().validate()
+        require(0.0 < self.eval_fraction < 1.0, "eval_fraction", "a number in (0, 1)", self.eval_fraction)
+        unknown = sorted(set(self.sources) - set(rdata.SENTIMENT_SOURCES))
+        require(
+            bool(self.sources) and not unknown,
+            "sources",
+            f"a non-empty subset of {rdata.SENTIMENT_SOURCES}",
+            self.sources,
+        )
+        require(self.min_rating_gap > 0, "min_rating_gap", "> 0", self.min_rating_gap)
+        require(self.eval_min_rating_gap > 0, "eval_min_rating_gap", "> 0", self.eval_min_rating_gap)
+        require(self.max_train_pairs >= 1, "max_train_pairs", ">= 1", self.max_train_pairs)
+        require(self.max_eval_pairs >= 1, "max_eval_pairs", ">= 1", self.max_eval_pairs)
+        require(self.margin_scale >= 0, "margin_scale", ">= 0", self.margin_scale)
+        require(self.max_length >= 8, "max_length", ">= 8", self.max_length)
+        require(
+            0 <= self.max_indistinguishable_fraction <= 1,
+            "max_indistinguishable_fraction",
+            "a number in [0, 1]",
+            self.max_indistinguishable_fraction,
+        )
+        require(
+            list(self.gap_edges) == sorted(self.gap_edges) and len(self.gap_edges) >= 1,
+            "gap_edges",
+            "a non-empty increasing list",
+            self.gap_edges,
+        )
+        require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        for key in (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+            "logging_steps",
+            "save_steps",
+            "save_total_limit",
+        ):
+            require(getattr(self, key) >= 1, key, ">= 1", getattr(self, key))
+        require(self.max_steps == -1 or self.max_steps >= 1, "max_steps", "-1 or >= 1", self.max_steps)
+        require(self.num_train_epochs > 0, "num_train_epochs", "> 0", self.num_train_epochs)
+        require(self.eval_steps >= 0, "eval_steps", ">= 0", self.eval_steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching and the trainer
+
+
+class PairCollator:
+    """Right-pads a batch of pairs into one tensor: chosen rows first, then rejected rows (as TRL does)."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:  # noqa: D102
+        batch = pad_batch(
+            [r["chosen_ids"] for r in rows] + [r["rejected_ids"] for r in rows], self.pad_token_id
+        )
+        batch.pop("position_ids")  # right padding: default positions are the real ones
+        for key in ("margin", "weight", "gap"):
+            batch[key] = torch.tensor([float(r[key]) for r in rows], dtype=torch.float32)
+        return batch
+
+
+class WeightedRewardTrainer(RewardTrainer):
+    """RewardTrainer with per-pair weights and a held-out evaluation that keeps each pair's rating gap."""
+
+    def __init__(self, *args, use_margin: bool = False, **kwargs):
+        self.use_margin = use_margin  # margins are always collated (zeros when absent); used only if asked
+        super().__init__(*args, **kwargs)
+
+    def _set_signature_columns_if_needed(self):
+        if self._signature_columns is None:
+            self._signature_columns = ["chosen_ids", "rejected_ids", "margin", "weight", "gap"]
+
+    def _rewards(self, model, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        model_inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
+        outputs = model(**model_inputs, use_cache=False)
+        chosen_rewards, rejected_rewards = torch.chunk(outputs.logits.squeeze(-1), chunks=2)  # [batch] each
+        return chosen_rewards, rejected_rewards, outputs
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
+        mode = "train" if self.model.training else "eval"
+        chosen_rewards, rejected_rewards, outputs = self._rewards(model, inputs)
+        margin = inputs["margin"] if self.use_margin else None
+        loss = bradley_terry_loss(chosen_rewards, rejected_rewards, margin, inputs["weight"])
+        if self.args.center_rewards_coefficient is not None:
+            loss = loss + self.args.center_rewards_coefficient * center_rewards_penalty(
+                chosen_rewards, rejected_rewards
+            )
+        with torch.no_grad():
+            accuracy = self.accelerator.gather_for_metrics((chosen_rewards > rejected_rewards).float().mean())
+            reward_gap = self.accelerator.gather_for_metrics((chosen_rewards - rejected_rewards).mean())
+            self._metrics[mode]["accuracy"].append(accuracy.mean().item())
+            self._metrics[mode]["reward_gap"].append(reward_gap.mean().item())
+        return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):  # noqa: D102
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        chosen_rewards, rejected_rewards = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
+        if prediction_loss_only:
+            return loss.detach(), None, None
+        return loss.detach(), torch.stack([chosen_rewards, rejected_rewards], dim=1), inputs["gap"]
+
+
+def make_compute_metrics(gap_edges: list[float]):
+    """compute_metrics for the Trainer: predictions [n, 2] = (r_chosen, r_rejected), labels [n] = rating gap."""
+
+    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+        rewards = torch.as_tensor(prediction.predictions)
+        gaps = torch.as_tensor(prediction.label_ids)
+        metrics = pairwise_metrics(rewards[:, 0], rewards[:, 1], gaps, gap_edges)
+        # RewardTrainer.log overwrites "accuracy" with its batch average; keep the exact one under its own name
+        metrics["pairwise_accuracy"] = metrics.pop("accuracy")
+        return metrics
+
+    return compute_metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+
+
+def load_pairs(config: Config) -> tuple[list[dict], list[dict], str]:
+    """Train and held-out pairs from the configured source, and a one-line description of where they came from."""
+    if config.train_file is None:
+        snippets = rdata.read_snippets(config.snippets_file, config.sources)
+        train = rdata.sentiment_pairs(
+            snippets, "train", config.min_rating_gap, config.max_train_pairs, config.seed
+        )
+        evaluation = rdata.sentiment_pairs(
+            snippets, "heldout", config.eval_min_rating_gap, config.max_eval_pairs, config.seed
+        )
+        origin = (
+            f"human-rated snippets {config.snippets_file} (sources {', '.join(config.sources)}; "
+            f"rating gap >= {config.min_rating_gap}, held-out >= {config.eval_min_rating_gap}; split by text)"
+        )
+        return train, evaluation, origin
+    pairs = rdata.load_preference_file(config.train_file, config.skip_bad_rows)
+    if config.eval_file is not None:
+        evaluation = rdata.load_preference_file(config.eval_file, config.skip_bad_rows)
+        train = pairs
+    else:
+        train, evaluation = rdata.split_by_group(pairs, config.eval_fraction, config.seed)
+    if not train or not evaluation:
+        raise ConfigError(
+            f"train_file: {config.train_file} gave {len(train)} train and {len(evaluation)} eval pairs; "
+            "need both (add rows or an eval_file)"
+        )
+    return train, evaluation, f"{config.train_file}" + (f" / {config.eval_file}" if config.eval_file else "")
+
+
+def run(config: Config) -> dict[str, Any]:
+    """Train the reward model; return the held-out metrics."""
+    # step 1. processes, seeds and the run folder
+    prepare_cpu_distributed()
+    seed_everything(config.seed)
+    run_dir = start_run(config)
+    logger = MetricsLogger(run_dir, tensorboard=False)
+
+    # step 2. the model, and the start-up checks that catch a score read at the wrong position
+    model, tokenizer = build_reward_model(config.model_name_or_path, config.tokenizer_name_or_path)
+    check_score_position(model, tokenizer)
+    encoder = is_encoder(model.config)
+
+    # step 3. comparisons -> pairs -> token ids, with the truncation report
+    train_pairs, eval_pairs, origin = load_pairs(config)
+    train_pairs = rdata.normalise_weights(train_pairs)
+
+    def tokenize(texts: list[str], max_length: int | None) -> list[list[int]]:
+        return encode_texts(tokenizer, texts, max_length, encoder)
+
+    splits = {}
+    for name, pairs in (("train", train_pairs), ("eval", eval_pairs)):
+        rows, report = rdata.tokenize_pairs(pairs, tokenize, config.max_length, config.margin_scale, name)
+        if is_main_process():
+            print(f"[reward] {report.summary()}")
+        logger.log(
+            0,
+            {
+                f"{name}/pairs": report.pairs,
+                f"{name}/truncated_pairs": report.truncated,
+                f"{name}/indistinguishable_pairs": report.indistinguishable,
+            },
+        )
+        rdata.check_truncation(report, config.max_indistinguishable_fraction)
+        splits[name] = datasets.Dataset.from_list(rows)
+
+    # step 4. train (TRL RewardTrainer, our weighted loss), resuming from the last checkpoint if any
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
+    checkpoint_dir = run_dir / "checkpoints"
+    args = RewardConfig(
+        output_dir=str(checkpoint_dir),
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a share of the steps
+        lr_scheduler_type=config.lr_scheduler_type,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        logging_steps=config.logging_steps,
+        eval_strategy="steps" if config.eval_steps else "no",
+        eval_steps=config.eval_steps or None,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        max_length=None,  # already truncated (and checked) above; TRL would drop long pairs instead
+        center_rewards_coefficient=config.center_rewards_coefficient,
+        activation_checkpointing=False,
+        report_to=["tensorboard"],
+        seed=config.seed,
+        data_seed=config.seed,
+        dataset_num_proc=None,
+        dataloader_pin_memory=False,  # no accelerator to pin for on CPU (and a warning per epoch)
+        **trainer_backend_kwargs(),
+    )
+    trainer = WeightedRewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=splits["train"],
+        eval_dataset=splits["eval"],
+        processing_class=tokenizer,
+        data_collator=PairCollator(tokenizer.pad_token_id),
+        compute_metrics=make_compute_metrics(config.gap_edges),
+        callbacks=[MetricsCallback(run_dir)],
+        use_margin=config.margin_scale > 0,
+    )
+    last = get_last_checkpoint(str(checkpoint_dir)) if config.resume and checkpoint_dir.is_dir() else None
+    trainer.train(resume_from_checkpoint=last)
+
+    # step 5. held-out evaluation: pairwise accuracy, by rating gap, reward mean/std
+    eval_metrics = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
+
+    # step 6. save the final model atomically: write a temp folder, then rename it into place
+    final_dir, tmp_dir = run_dir / "model", run_dir / "model.tmp"
+    trainer.save_model(str(tmp_dir))  # every rank takes part (ZeRO-3 gathers the shards)
+    stats = {
+        "mean": eval_metrics["reward_mean"],
+        "std": eval_metrics["reward_std"],
+        "eval_accuracy": eval_metrics["pairwise_accuracy"],
+    }
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(tmp_dir))
+        (tmp_dir / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
+        card_metrics = {
+            k: v for k, v in eval_metrics.items() if not k.startswith(("runtime", "samples_", "steps_"))
+        }
+        write_model_card(
+            tmp_dir,
+            "reward",
+            config.to_dict(),
+            card_metrics,
+            notes=(
+                f"Scalar reward model (`AutoModelForSequenceClassification`, num_labels=1) trained with the "
+                f"Bradley-Terry loss on {origin}: {len(train_pairs)} train / {len(eval_pairs)} held-out pairs. "
+                f"Load with `reward.model.load_reward_model`; `{STATS_FILE}` holds the reward mean/std on held-out "
+                f"texts for PPO normalisation."
+            ),
+        )
+        if final_dir.exists():
+            shutil.rmtree(final_dir)
+        os.replace(tmp_dir, final_dir)
+        logger.log(trainer.state.global_step, {f"final/{k}": v for k, v in eval_metrics.items()})
+        print(f"[reward] held-out: {json.dumps({k: round(v, 4) for k, v in eval_metrics.items()})}")
+    trainer.accelerator.wait_for_everyone()
+    logger.close()
+    return eval_metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`alignment reward [--config file.yaml] [--key value ...]`."""
+    run(parse_config(Config, argv))
+
+
+if __name__ == "__main__":
+    main()
