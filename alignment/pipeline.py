@@ -309,6 +309,13 @@ def tail(path: Path, lines: int = 15) -> str:
 def run(config: Config) -> dict[str, Any]:
     """Run the stages in order, skipping done ones; return {stage: {status, wall_s}} and the totals."""
     started = time.perf_counter()
+    # Fail before spending minutes on early stages when a later stage's recipe is missing.
+    for stage in config.stages:
+        recipe = config.recipes.get(stage)
+        if recipe and not Path(recipe).is_file():
+            raise PipelineError(
+                f"recipes.{stage}: {recipe} does not exist (paths are relative to {Path.cwd()})"
+            )
     pipeline_dir = start_run(config) if not config.dry_run else config.run_dir
     ran: set[str] = set()
     summary: dict[str, dict[str, Any]] = {}

@@ -35,13 +35,15 @@ def fake(tmp_path):
     script.write_text(FAKE_STAGE)
     root = tmp_path / "runs"
     root.mkdir()
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text("learning_rate: 0.1\n")
 
     def make(**extra) -> Config:
         values = {
             "run_name": "demo",
             "output_root": str(root),
             "stages": ["pretrain", "sft", "ppo"],
-            "recipes": {"sft": "recipes/sft.yaml"},
+            "recipes": {"sft": str(recipe)},
             "commands": {s: ["{python}", str(script), "{stage}"] for s in ("pretrain", "sft", "ppo")},
             "inputs": {"sft": {"model": "{pretrain}"}, "ppo": {"policy_model": "{sft}", "tags": ["a", "b"]}},
             "overrides": {"ppo": {"total_steps": 3, "use_lora": False}},
@@ -62,7 +64,7 @@ def test_stages_run_in_order_with_wired_inputs_then_skip(fake):
     result = run(make())
     assert [c["stage"] for c in calls()] == ["pretrain", "sft", "ppo"]
     sft, ppo = calls()[1]["opts"], calls()[2]["opts"]
-    assert sft["--config"] == "recipes/sft.yaml" and sft["--run_name"] == "demo"
+    assert sft["--config"].endswith("sft.yaml") and sft["--run_name"] == "demo"
     assert sft["--model"] == str(root / "demo" / "pretrain" / "model")
     assert ppo["--policy_model"] == str(root / "demo" / "sft" / "model")
     assert ppo["--tags"] == '["a", "b"]' and ppo["--total_steps"] == "3" and ppo["--use_lora"] == "false"
@@ -134,7 +136,7 @@ def test_dry_run_and_accelerate_commands(fake):
         "--config_file",
         "configs/accelerate/zero3.yaml",
     ]
-    assert command[5].endswith("scripts/sft.py") and command[6:8] == ["--config", "recipes/sft.yaml"]
+    assert command[5].endswith("scripts/sft.py") and command[6] == "--config"
     assert build_command(config, "ppo")[1:4] == ["-m", "alignment.cli", "ppo"]
 
 
@@ -148,6 +150,8 @@ def test_bad_pipeline_configs_name_the_key(fake):
         make(redo=["reward"])
     with pytest.raises(PipelineError, match="needs the output of stage 'pretrain'"):
         run(make(stages=["sft"]))
+    with pytest.raises(PipelineError, match="recipes.ppo: nope.yaml does not exist"):
+        run(make(recipes={"ppo": "nope.yaml"}))
 
 
 def test_shipped_pipeline_recipes():
