@@ -8,7 +8,14 @@ Two processes (DDP over gloo on CPU), ZeRO-2 or ZeRO-3 (ZeRO-3 shards policy, cr
 Any config key can be overridden: `--total_steps 20 --kl_coef 0.1`; `--resume true` continues a killed run.
 """
 
-from alignment.ppo.trainer import main
+import sys
+from pathlib import Path
+
+# Python puts this file's folder first on sys.path, where scripts/reward.py would shadow the `reward` package
+# that PPO loads its reward model from.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from alignment.ppo.trainer import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

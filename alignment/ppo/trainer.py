@@ -29,13 +29,16 @@ from tqdm.auto import tqdm
 from alignment.core.config import parse_config
 from alignment.core.generation import SamplingSettings, generate
 from alignment.core.launch import (
+    accelerator_kwargs,
     deepspeed_zero_stage,
+    fill_deepspeed_batch_sizes,
     gathered_parameters,
     prepare_cpu_distributed,
     prepare_frozen_model,
     seed_everything,
     start_run,
     unwrapped_for_generation,
+    world_size,
 )
 from alignment.core.logging import MetricsLogger, read_metrics, write_model_card
 from alignment.core.models import load_causal_lm, load_tokenizer
@@ -134,22 +137,25 @@ def build_accelerator(config: Config, micro_batch_size: int):
     """An Accelerator with this run's accumulation; DeepSpeed's batch sizes and clipping filled in."""
     from accelerate import Accelerator
 
-    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps)
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    if plugin is not None:
-        # No dataloader goes through prepare(), so DeepSpeed cannot infer these "auto" values itself.
-        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_batch_size
-        plugin.deepspeed_config["gradient_clipping"] = config.max_grad_norm
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps, **accelerator_kwargs()
+    )
+    # No dataloader goes through prepare(), so DeepSpeed cannot infer its "auto" batch sizes itself.
+    fill_deepspeed_batch_sizes(accelerator, micro_batch_size, config.gradient_accumulation_steps)
+    if accelerator.state.deepspeed_plugin is not None:
+        accelerator.state.deepspeed_plugin.deepspeed_config["gradient_clipping"] = config.max_grad_norm
     return accelerator
 
 
-def local_sizes(config: Config, world_size: int) -> tuple[int, int, int]:
+def local_sizes(config: Config, num_processes: int) -> tuple[int, int, int]:
     """Per-process rollouts per step, per mini-batch, and per micro-batch."""
     for key in ("batch_size", "mini_batch_size"):
-        if getattr(config, key) % world_size:
-            raise ValueError(f"{key}={getattr(config, key)} is not divisible by the {world_size} processes")
-    local_batch = config.batch_size // world_size
-    local_mini = config.mini_batch_size // world_size
+        if getattr(config, key) % num_processes:
+            raise ValueError(
+                f"{key}={getattr(config, key)} is not divisible by the {num_processes} processes"
+            )
+    local_batch = config.batch_size // num_processes
+    local_mini = config.mini_batch_size // num_processes
     if local_mini % config.gradient_accumulation_steps:
         raise ValueError(
             f"mini_batch_size per process ({local_mini}) is not divisible by gradient_accumulation_steps "
@@ -495,9 +501,7 @@ def run(config: Config) -> dict[str, float]:
     built = build_models(config, tokenizer)
     model, reference, shaping = built["model"], built["reference"], built["shaping"]
 
-    import torch.distributed as dist
-
-    world = dist.get_world_size() if dist.is_initialized() else 1
+    world = world_size()
     sizes = local_sizes(config, world)
     accelerator = build_accelerator(config, micro_batch_size=sizes[2])
     value_lr = config.value_learning_rate or config.learning_rate
