@@ -154,6 +154,20 @@ def test_bad_pipeline_configs_name_the_key(fake):
         run(make(recipes={"ppo": "nope.yaml"}))
 
 
+@pytest.mark.parametrize("recipe", ["tiny-sentiment.yaml", "smollm2-sentiment.yaml"])
+def test_every_stage_command_of_a_shipped_pipeline_parses_into_its_stage_config(recipe):
+    import importlib
+
+    from alignment.cli import COMMANDS
+
+    config = parse_config(Config, ["--config", str(CONFIGS / "pipeline" / recipe)])
+    for stage in config.stages:
+        command = build_command(config, stage)
+        assert command[1:4] == ["-m", "alignment.cli", stage]
+        stage_config = parse_config(importlib.import_module(COMMANDS[stage][0]).Config, command[4:])
+        assert stage_config.run_dir == Path("runs") / config.run_name / stage, stage
+
+
 def test_shipped_pipeline_recipes():
     tiny = parse_config(Config, ["--config", str(CONFIGS / "pipeline" / "tiny-sentiment.yaml")])
     assert tiny.stages == ["prepare", "pretrain", "sft", "reward", "ppo", "evaluate"]
