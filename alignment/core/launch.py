@@ -96,6 +96,10 @@ def trainer_backend_kwargs() -> dict[str, Any]:
     kwargs: dict[str, Any] = {"bf16": False, "fp16": False}
     if world_size() > 1:
         kwargs["ddp_backend"] = "gloo"
+        if not uses_deepspeed():
+            # Without it the Trainer's Accelerator records DistributedType.NO beside num_processes=2: no
+            # gradient all-reduce (each rank trains its own copy) and un-gathered token counts double the loss.
+            kwargs["use_cpu"] = True
     return kwargs
 
 
