@@ -187,6 +187,17 @@ def test_lora_reference_ptx_and_first_ratio_is_one(tiny_model_dir, judge_path, t
     assert not (out / "model" / "adapter_config.json").exists()
 
 
+def test_gradient_accumulation_matches_one_big_micro_batch(tiny_model_dir, judge_path, tmp_path):
+    # Fixed-length responses make every micro-batch hold the same number of tokens, so the mean of the two
+    # half-batch losses equals the full-batch loss, and the step-2 rollouts (after one update) must agree.
+    common = dict(total_steps=2, ppo_epochs=1, mini_batch_size=8, min_new_tokens=10, value_model="separate")
+    run(tiny_config(tiny_model_dir, judge_path, tmp_path / "ga1", gradient_accumulation_steps=1, **common))
+    run(tiny_config(tiny_model_dir, judge_path, tmp_path / "ga2", gradient_accumulation_steps=2, **common))
+    one, two = read_metrics(tmp_path / "ga1"), read_metrics(tmp_path / "ga2")
+    for key in ("loss", "value_loss", "reward/mean", "kl"):
+        assert two[1][key] == pytest.approx(one[1][key], rel=1e-4, abs=1e-5), key
+
+
 def test_reward_model_with_stats(tiny_model_dir, judge_path, tmp_path):
     from reward.model import build_reward_model
 
