@@ -1,0 +1,428 @@
+"""SQLite storage for the labeling app: users, sessions, items, assignments and append-only records.
+
+Why it is safe under load and crashes:
+- WAL journal, and `synchronous=FULL` for the transactions that store answers: the record is on disk
+  when COMMIT returns, so a submission the server acknowledged survives a killed process (and a power
+  cut); readers never block the writer.
+- One connection per thread (sqlite3 connections must not be shared across threads without a lock)
+  with a `busy_timeout`; writes of this process take turns on a lock, and use `BEGIN IMMEDIATE` so
+  writers of different processes queue up instead of deadlocking on a read-to-write lock upgrade.
+- One transaction per submission: the record row is written whole or not at all.
+- `records` is append-only: triggers abort any UPDATE or DELETE. A labeler has at most one record per item
+  (UNIQUE), so a retried submission is acknowledged again without being stored twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ACTIONS = ("rank", "skip", "unacceptable")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL CHECK (role IN ('labeler', 'admin')),
+    password_hash TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_digest TEXT PRIMARY KEY,
+    name TEXT NOT NULL REFERENCES users(name),
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY,
+    content_key TEXT NOT NULL UNIQUE,
+    prompt TEXT NOT NULL,
+    completions TEXT NOT NULL,
+    source TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS assignments (
+    labeler TEXT NOT NULL REFERENCES users(name),
+    item_id INTEGER NOT NULL REFERENCES items(id),
+    order_shown TEXT NOT NULL,
+    assigned_at REAL NOT NULL,
+    shown_at REAL NOT NULL,
+    PRIMARY KEY (labeler, item_id)
+);
+CREATE INDEX IF NOT EXISTS assignments_by_item ON assignments(item_id);
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    labeler TEXT NOT NULL REFERENCES users(name),
+    item_id INTEGER NOT NULL REFERENCES items(id),
+    action TEXT NOT NULL CHECK (action IN ('rank', 'skip', 'unacceptable')),
+    order_shown TEXT NOT NULL,
+    ranks TEXT,
+    comment TEXT NOT NULL,
+    seconds_spent REAL NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (labeler, item_id)
+);
+CREATE TRIGGER IF NOT EXISTS records_no_update BEFORE UPDATE ON records
+BEGIN SELECT RAISE(ABORT, 'records are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS records_no_delete BEFORE DELETE ON records
+BEGIN SELECT RAISE(ABORT, 'records are append-only'); END;
+"""
+
+
+# An item `:me` may be given: never given to them before, and held by fewer than `:overlap` labelers
+# (those who answered it other than by skipping, or were given it after `:stale` and have not answered yet).
+OPEN_ITEM = (
+    "NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.labeler = :me) "
+    "AND (SELECT COUNT(*) FROM assignments a LEFT JOIN records r ON r.labeler = a.labeler AND r.item_id = a.item_id "
+    "     WHERE a.item_id = i.id AND (r.action IN ('rank', 'unacceptable') "
+    "           OR (r.id IS NULL AND a.assigned_at > :stale))) < :overlap"
+)
+
+
+class NotAssignedError(LookupError):
+    """A labeler submitted for an item that was never shown to them."""
+
+
+def content_key(prompt: str, completions: list[str]) -> str:
+    """Identity of an item: loading the same prompt and candidates twice adds it once."""
+    return hashlib.sha256(json.dumps([prompt, completions], ensure_ascii=False).encode()).hexdigest()
+
+
+class LabelStore:
+    """All database access of the app; safe to call from many threads at once."""
+
+    def __init__(self, path: str | Path, busy_timeout_ms: int = 30_000) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        # Writers in this process take turns here: SQLite's own busy handler backs off with sleeps of up
+        # to 100 ms, which under 20 concurrent writers costs far more than the writes themselves.
+        # (busy_timeout still covers writers in other processes, such as the CLI.)
+        self._write_lock = threading.Lock()
+        conn = self._connection()
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise RuntimeError(
+                f"{self.path}: SQLite refused WAL mode (got {mode!r}); is it on a network drive?"
+            )
+        conn.executescript(SCHEMA)
+
+    # -----------------------------------------------------------------------------------------
+    # Connections and transactions
+
+    def _connection(self) -> sqlite3.Connection:
+        # One connection per thread, kept open: sqlite3 connections must not be shared between threads,
+        # and opening one per call is slow in WAL mode (closing the last one checkpoints the log).
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            # isolation_level=None: no implicit transactions; writes open their own with BEGIN IMMEDIATE.
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        yield self._connection()
+
+    @contextmanager
+    def _transaction(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """A write transaction; `durable` ones are fsynced before COMMIT returns.
+
+        In WAL mode `synchronous=NORMAL` survives a crash of the process but may lose the last commits on
+        a power cut; `FULL` survives both. Records (acknowledged answers) use FULL, which also makes
+        every earlier commit in the log durable; sessions and assignments can use NORMAL.
+        """
+        conn = self._connection()
+        conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every thread's connection (call when no other thread uses the store any more)."""
+        with self._all_lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    # -----------------------------------------------------------------------------------------
+    # Users and sessions
+
+    def add_user(self, name: str, role: str, password_hash: str, replace: bool = False) -> bool:
+        """Create (or with `replace`, reset) an account; returns False if it existed and was kept."""
+        with self._transaction() as conn:
+            exists = conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone()
+            if exists and not replace:
+                return False
+            conn.execute(
+                "INSERT INTO users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET role = excluded.role, password_hash = excluded.password_hash",
+                (name, role, password_hash, time.time()),
+            )
+            if exists:  # a reset password ends the user's open sessions
+                conn.execute("DELETE FROM sessions WHERE name = ?", (name,))
+            return True
+
+    def user(self, name: str) -> dict[str, str] | None:
+        """{name, role, password_hash} or None."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT name, role, password_hash FROM users WHERE name = ?", (name,)
+            ).fetchone()
+        return dict(row) if row else None
+
+    def users(self) -> list[dict[str, str]]:
+        """Every account's name and role."""
+        with self._connect() as conn:
+            return [dict(r) for r in conn.execute("SELECT name, role FROM users ORDER BY name")]
+
+    def create_session(self, name: str, token_digest: str, lifetime_s: float) -> None:
+        """Remember a login (by the token's digest) until it expires; old expired sessions are dropped."""
+        now = time.time()
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
+            conn.execute(
+                "INSERT INTO sessions (token_digest, name, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                (token_digest, name, now, now + lifetime_s),
+            )
+
+    def session_user(self, token_digest: str) -> dict[str, str] | None:
+        """{name, role} of a live session, or None."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT u.name, u.role FROM sessions s JOIN users u ON u.name = s.name "
+                "WHERE s.token_digest = ? AND s.expires_at > ?",
+                (token_digest, time.time()),
+            ).fetchone()
+        return dict(row) if row else None
+
+    def end_session(self, token_digest: str) -> None:
+        """Log out."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM sessions WHERE token_digest = ?", (token_digest,))
+
+    # -----------------------------------------------------------------------------------------
+    # Items
+
+    def add_items(self, items: list[tuple[str, list[str]]], source: str) -> tuple[int, int]:
+        """Insert (prompt, completions) items in one transaction; returns (added, already present)."""
+        added = 0
+        now = time.time()
+        with self._transaction() as conn:
+            for prompt, completions in items:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO items (content_key, prompt, completions, source, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (
+                        content_key(prompt, completions),
+                        prompt,
+                        json.dumps(completions, ensure_ascii=False),
+                        source,
+                        now,
+                    ),
+                )
+                added += cursor.rowcount
+        return added, len(items) - added
+
+    def count_items(self) -> int:
+        """Number of items loaded."""
+        with self._connect() as conn:
+            return conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+
+    def items(self) -> dict[int, dict[str, Any]]:
+        """Every item by id: {prompt, completions}."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT id, prompt, completions FROM items").fetchall()
+        return {r["id"]: {"prompt": r["prompt"], "completions": json.loads(r["completions"])} for r in rows}
+
+    # -----------------------------------------------------------------------------------------
+    # Assignments
+
+    def next_assignment(self, labeler: str, overlap: int, stale_after_s: float) -> dict[str, Any] | None:
+        """The item to show `labeler` now: their unanswered one (resume), else a new one, else None.
+
+        A new item is one the labeler has never been given and that fewer than `overlap` labelers hold:
+        holders are labelers who ranked it or marked it unacceptable, or were given it less than
+        `stale_after_s` ago and have not answered. Skips free the slot. Items fill up in id order, so
+        overlapping labels accumulate on the same items (what agreement statistics need).
+        The candidate order is shuffled once per (labeler, item) and kept, so a resumed item looks the same.
+        """
+        now = time.time()
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT a.item_id, a.order_shown FROM assignments a "
+                "WHERE a.labeler = ? AND NOT EXISTS "
+                "(SELECT 1 FROM records r WHERE r.labeler = a.labeler AND r.item_id = a.item_id) "
+                "ORDER BY a.assigned_at LIMIT 1",
+                (labeler,),
+            ).fetchone()
+            if row:
+                item_id, order = row["item_id"], json.loads(row["order_shown"])
+                conn.execute(
+                    "UPDATE assignments SET shown_at = ? WHERE labeler = ? AND item_id = ?",
+                    (now, labeler, item_id),
+                )
+            else:
+                row = conn.execute(
+                    "SELECT i.id, i.completions FROM items i WHERE " + OPEN_ITEM + " ORDER BY i.id LIMIT 1",
+                    {"me": labeler, "stale": now - stale_after_s, "overlap": overlap},
+                ).fetchone()
+                if row is None:
+                    return None
+                item_id = row["id"]
+                order = list(range(len(json.loads(row["completions"]))))
+                random.SystemRandom().shuffle(order)
+                conn.execute(
+                    "INSERT INTO assignments (labeler, item_id, order_shown, assigned_at, shown_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (labeler, item_id, json.dumps(order), now, now),
+                )
+            item = conn.execute("SELECT prompt, completions FROM items WHERE id = ?", (item_id,)).fetchone()
+        completions = json.loads(item["completions"])
+        return {
+            "item_id": item_id,
+            "prompt": item["prompt"],
+            "order_shown": order,
+            "candidates": [completions[i] for i in order],
+        }
+
+    # -----------------------------------------------------------------------------------------
+    # Records
+
+    def add_record(
+        self, labeler: str, item_id: int, action: str, ranks_shown: list[int] | None, comment: str
+    ) -> tuple[int, bool]:
+        """Store one answer in one transaction; returns (record id, False if it was already stored).
+
+        `ranks_shown` are ranks in the order the labeler saw the candidates; they are stored in the item's
+        own candidate order (what export needs) next to the order shown.
+        """
+        if action not in ACTIONS:
+            raise ValueError(f"action: expected one of {ACTIONS}, got {action!r}")
+        now = time.time()
+        with self._transaction(durable=True) as conn:
+            done = conn.execute(
+                "SELECT id FROM records WHERE labeler = ? AND item_id = ?", (labeler, item_id)
+            ).fetchone()
+            if done:
+                return done["id"], False
+            assignment = conn.execute(
+                "SELECT order_shown, shown_at FROM assignments WHERE labeler = ? AND item_id = ?",
+                (labeler, item_id),
+            ).fetchone()
+            if assignment is None:
+                raise NotAssignedError(f"item {item_id} was not given to {labeler}")
+            order = json.loads(assignment["order_shown"])
+            ranks = None
+            if ranks_shown is not None:
+                if len(ranks_shown) != len(order):
+                    raise ValueError(
+                        f"ranks: expected {len(order)} ranks (one per candidate), got {len(ranks_shown)}"
+                    )
+                ranks = [0] * len(order)
+                for position, original in enumerate(order):
+                    ranks[original] = ranks_shown[position]
+            cursor = conn.execute(
+                "INSERT INTO records (labeler, item_id, action, order_shown, ranks, comment, seconds_spent, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    labeler,
+                    item_id,
+                    action,
+                    json.dumps(order),
+                    json.dumps(ranks) if ranks else None,
+                    comment,
+                    round(now - assignment["shown_at"], 3),
+                    now,
+                ),
+            )
+            return cursor.lastrowid, True
+
+    def records(self, labeler: str | None = None) -> list[dict[str, Any]]:
+        """Records (all, or one labeler's) in the order stored, with their item's prompt and candidates."""
+        query = (
+            "SELECT r.id, r.labeler, r.item_id, r.action, r.order_shown, r.ranks, r.comment, r.seconds_spent, "
+            "r.created_at, i.prompt, i.completions FROM records r JOIN items i ON i.id = r.item_id"
+        )
+        with self._connect() as conn:
+            if labeler is None:
+                rows = conn.execute(query + " ORDER BY r.id").fetchall()
+            else:
+                rows = conn.execute(query + " WHERE r.labeler = ? ORDER BY r.id", (labeler,)).fetchall()
+        out = []
+        for r in rows:
+            row = dict(r)
+            row["order_shown"] = json.loads(row["order_shown"])
+            row["ranks"] = json.loads(row["ranks"]) if row["ranks"] else None
+            row["completions"] = json.loads(row["completions"])
+            out.append(row)
+        return out
+
+    def progress(self, overlap: int) -> dict[str, Any]:
+        """Counts per labeler (ranked, unacceptable, skipped, open) and overall item coverage."""
+        with self._connect() as conn:
+            per_labeler: dict[str, dict[str, int]] = {
+                r["name"]: {"rank": 0, "unacceptable": 0, "skip": 0, "open": 0}
+                for r in conn.execute("SELECT name FROM users WHERE role = 'labeler' ORDER BY name")
+            }
+            for r in conn.execute(
+                "SELECT labeler, action, COUNT(*) AS n FROM records GROUP BY labeler, action"
+            ):
+                per_labeler.setdefault(r["labeler"], {"rank": 0, "unacceptable": 0, "skip": 0, "open": 0})
+                per_labeler[r["labeler"]][r["action"]] = r["n"]
+            for r in conn.execute(
+                "SELECT a.labeler, COUNT(*) AS n FROM assignments a WHERE NOT EXISTS "
+                "(SELECT 1 FROM records r WHERE r.labeler = a.labeler AND r.item_id = a.item_id) GROUP BY a.labeler"
+            ):
+                per_labeler.setdefault(r["labeler"], {"rank": 0, "unacceptable": 0, "skip": 0, "open": 0})
+                per_labeler[r["labeler"]]["open"] = r["n"]
+            items = conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+            complete = conn.execute(
+                "SELECT COUNT(*) FROM (SELECT item_id FROM records WHERE action IN ('rank', 'unacceptable') "
+                "GROUP BY item_id HAVING COUNT(*) >= ?)",
+                (overlap,),
+            ).fetchone()[0]
+        return {"items": items, "items_complete": complete, "overlap": overlap, "labelers": per_labeler}
+
+    def labeler_progress(self, labeler: str, overlap: int, stale_after_s: float) -> dict[str, int]:
+        """One labeler's own counts: done (ranked or all unacceptable), skipped, and items still available."""
+        with self._connect() as conn:
+            counts = {"rank": 0, "unacceptable": 0, "skip": 0}
+            for r in conn.execute(
+                "SELECT action, COUNT(*) AS n FROM records WHERE labeler = ? GROUP BY action", (labeler,)
+            ):
+                counts[r["action"]] = r["n"]
+            counts["open"] = conn.execute(
+                "SELECT COUNT(*) FROM assignments a WHERE a.labeler = ? AND NOT EXISTS "
+                "(SELECT 1 FROM records r WHERE r.labeler = a.labeler AND r.item_id = a.item_id)",
+                (labeler,),
+            ).fetchone()[0]
+            counts["available"] = conn.execute(
+                "SELECT COUNT(*) FROM items i WHERE " + OPEN_ITEM,
+                {"me": labeler, "stale": time.time() - stale_after_s, "overlap": overlap},
+            ).fetchone()[0]
+        counts["done"] = counts["rank"] + counts["unacceptable"]
+        return counts
