@@ -53,8 +53,9 @@ KEYBOARD_SCRIPT = """
     if (!all.length) return;
     cursor = Math.min(cursor, all.length - 1);
     if (/^[1-9]$/.test(e.key)) {
-      const input = all[cursor].querySelector(`input[type="radio"][value="${e.key}"]`);
-      if (input) { input.click(); cursor = Math.min(cursor + 1, all.length - 1); }
+      const at = cursor;  // the click's change event also moves the cursor: set it, do not add to it
+      const input = all[at].querySelector(`input[type="radio"][value="${e.key}"]`);
+      if (input) { input.click(); cursor = Math.min(at + 1, all.length - 1); }
     } else if (e.key === 'ArrowDown' || e.key === 'j') { cursor = Math.min(cursor + 1, all.length - 1); }
     else if (e.key === 'ArrowUp' || e.key === 'k') { cursor = Math.max(cursor - 1, 0); }
     else if (e.key === 'Enter') { click('submit-btn'); }
@@ -114,37 +115,38 @@ def build_app(service: LabelService) -> Any:
             login_button = gr.Button("Log in", variant="primary", elem_id="login-btn")
         status = gr.Markdown("", elem_id="status")
         with gr.Column(visible=False, elem_id="main-panel") as main_panel:
-            with gr.Tab("Label"):
-                progress_md = gr.Markdown("", elem_id="progress")
-                with gr.Accordion("Guidelines", open=False):
-                    gr.Markdown(guidelines_text, elem_id="guidelines")
-                gr.Markdown(SHORTCUTS)
-                prompt_box = gr.Textbox(label="Prompt", interactive=False, lines=2, elem_id="prompt")
-                rows, texts, radios = [], [], []
-                for slot in range(MAX_SLOTS):
-                    with gr.Row(visible=False, elem_id=f"cand-row-{slot}") as row:
-                        texts.append(
-                            gr.Textbox(
-                                label=f"Candidate {slot + 1}",
-                                interactive=False,
-                                lines=2,
-                                scale=4,
-                                elem_id=f"cand-text-{slot}",
+            with gr.Tab("Label"), gr.Row():
+                with gr.Column(scale=3):
+                    progress_md = gr.Markdown("", elem_id="progress")
+                    gr.Markdown(SHORTCUTS)
+                    prompt_box = gr.Textbox(label="Prompt", interactive=False, lines=2, elem_id="prompt")
+                    rows, texts, radios = [], [], []
+                    for slot in range(MAX_SLOTS):
+                        with gr.Row(visible=False, elem_id=f"cand-row-{slot}") as row:
+                            texts.append(
+                                gr.Textbox(
+                                    label=f"Candidate {slot + 1}",
+                                    interactive=False,
+                                    lines=2,
+                                    scale=4,
+                                    elem_id=f"cand-text-{slot}",
+                                )
                             )
+                            radios.append(
+                                gr.Radio(choices=[], label="Rank (1 = best)", scale=2, elem_id=f"rank-{slot}")
+                            )
+                        rows.append(row)
+                    comment_box = gr.Textbox(label="Comment (optional)", lines=1, elem_id="comment")
+                    with gr.Row():
+                        submit_button = gr.Button(
+                            "Submit ranking (Enter)", variant="primary", elem_id="submit-btn"
                         )
-                        radios.append(
-                            gr.Radio(choices=[], label="Rank (1 = best)", scale=2, elem_id=f"rank-{slot}")
+                        skip_button = gr.Button("Skip (s)", elem_id="skip-btn")
+                        unacceptable_button = gr.Button(
+                            "All unacceptable (u)", variant="stop", elem_id="unacceptable-btn"
                         )
-                    rows.append(row)
-                comment_box = gr.Textbox(label="Comment (optional)", lines=1, elem_id="comment")
-                with gr.Row():
-                    submit_button = gr.Button(
-                        "Submit ranking (Enter)", variant="primary", elem_id="submit-btn"
-                    )
-                    skip_button = gr.Button("Skip (s)", elem_id="skip-btn")
-                    unacceptable_button = gr.Button(
-                        "All unacceptable (u)", variant="stop", elem_id="unacceptable-btn"
-                    )
+                with gr.Column(scale=2, elem_id="guidelines-column"):
+                    gr.Markdown(guidelines_text, elem_id="guidelines")
             with gr.Tab("My history"):
                 history_button = gr.Button("Refresh", elem_id="history-btn")
                 history_json = gr.JSON(label="My records")

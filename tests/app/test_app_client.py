@@ -74,24 +74,6 @@ def test_label_skip_resume_export(tmp_path, running_app):
     assert overall["items_with_overlap"] == 1 and overall["pairwise_agreement"] is not None
 
 
-def test_bad_submissions_are_refused(tmp_path, running_app):
-    _, url = running_app(make_config(tmp_path, n_items=2, labelers=1))
-    client = Client(url, verbose=False)
-    token = login(client, *LABELERS[0])
-    item = client.predict(token, api_name="/next_item")["item"]
-    for ranks, match in (([1, 2], "ranks"), ([0, 1, 2], "ranks"), ([1, 2, 4], "ranks"), (None, "ranks")):
-        with pytest.raises(AppError, match=match):
-            client.predict(token, item["item_id"], "rank", ranks, "", api_name="/submit")
-    with pytest.raises(AppError, match="action"):
-        client.predict(token, item["item_id"], "delete", None, "", api_name="/submit")
-    with pytest.raises(AppError, match="not one you were given"):
-        client.predict(token, item["item_id"] + 1, "rank", [1, 2, 3], "", api_name="/submit")
-    with pytest.raises(AppError, match="wrong name or password"):
-        client.predict(LABELERS[0][0], "not-the-password", api_name="/login")
-    with pytest.raises(AppError, match="wrong name or password"):
-        client.predict("nobody", "whatever-pass", api_name="/login")
-
-
 def test_access_rules_on_every_endpoint(tmp_path, running_app):
     service, url = running_app(make_config(tmp_path, n_items=3, labelers=2, overlap=1))
     client = Client(url, verbose=False)
@@ -134,6 +116,17 @@ def test_access_rules_on_every_endpoint(tmp_path, running_app):
     for name in ("/progress", "/add_user", "/load_items", "/export"):
         with pytest.raises(AppError, match="only an admin"):
             client.predict(bob, *calls[name], api_name=name)
+    # Malformed answers are refused, naming the field.
+    bob_item = client.predict(bob, api_name="/next_item")["item"]
+    for ranks, match in (([1, 2], "ranks"), ([0, 1, 2], "ranks"), ([1, 2, 4], "ranks"), (None, "ranks")):
+        with pytest.raises(AppError, match=match):
+            client.predict(bob, bob_item["item_id"], "rank", ranks, "", api_name="/submit")
+    with pytest.raises(AppError, match="action"):
+        client.predict(bob, bob_item["item_id"], "delete", None, "", api_name="/submit")
+    with pytest.raises(AppError, match="wrong name or password"):
+        client.predict(LABELERS[0][0], "not-the-password", api_name="/login")
+    with pytest.raises(AppError, match="wrong name or password"):
+        client.predict("nobody", "whatever-pass", api_name="/login")
     # Bob cannot answer an item given to ann.
     with pytest.raises(AppError, match="not one you were given"):
         client.predict(bob, item["item_id"], "rank", [1, 2, 3], "", api_name="/submit")

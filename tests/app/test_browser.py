@@ -1,0 +1,80 @@
+"""The page in real headless Chromium: log in, rank a 4-candidate item with mouse and keyboard, submit.
+
+Needs the Debian packages `chromium` (and `chromium-driver` for other drivers) and the pip package
+`playwright` (driving /usr/bin/chromium; `playwright install` is never needed). Skips when either is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from app_helpers import LABELERS, make_config
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+CANDIDATES = [
+    "You did a great job today.",
+    "<script>window.__xss = 1</script>Thank you!",
+    "<b>bold</b> kindness",
+    '<img src=x onerror="window.__xss = 2">nice',
+]
+
+
+def test_rank_with_mouse_and_keyboard_in_chromium(tmp_path, running_app):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium chromium-driver)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is not installed (pip install playwright)"
+    )
+    items = tmp_path / "browser_items.jsonl"
+    items.write_text(json.dumps({"prompt": "Say something kind.", "completions": CANDIDATES}) + "\n")
+    service, url = running_app(make_config(tmp_path, labelers=1, items_path=str(items)))
+    screenshot = Path(os.environ.get("LABEL_SCREENSHOT_DIR", tmp_path)) / "label_page.png"
+
+    with sync_api.sync_playwright() as playwright:
+        # Playwright adds --headless and a fresh temporary --user-data-dir itself.
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1300})
+            page.goto(url)
+            page.fill("#login-name textarea, #login-name input", LABELERS[0][0])
+            page.fill("#login-password input", LABELERS[0][1])
+            page.click("#login-btn")
+            page.wait_for_selector("#cand-row-3", state="visible", timeout=30_000)
+            assert not page.is_visible("#cand-row-4")  # K = 4 slots shown
+            shown = [page.input_value(f"#cand-text-{slot} textarea") for slot in range(4)]
+            assert sorted(shown) == sorted(CANDIDATES)  # markup arrives as literal text
+
+            # Mouse: candidate 1 gets rank 2; the keyboard highlight moves on to candidate 2.
+            page.click('#rank-0 [data-testid="2-radio-label"]')
+            # Keyboard: ranks 1, 4, 3 for candidates 2, 3, 4.
+            for key in "143":
+                page.keyboard.press(key)
+            for slot, rank in enumerate((2, 1, 4, 3)):
+                assert page.is_checked(f'#rank-{slot} input[value="{rank}"]'), (slot, rank)
+            page.screenshot(path=str(screenshot), full_page=True)
+
+            page.keyboard.press("Enter")
+            page.wait_for_selector("#status :text('Ranking saved')", timeout=30_000)
+            assert page.evaluate("window.__xss") is None  # neither the script nor the onerror ran
+            assert page.locator("#cand-row-0 img").count() == 0
+        finally:
+            browser.close()
+
+    (record,) = service.store.records(LABELERS[0][0])
+    assert record["action"] == "rank"
+    ranks_shown = [record["ranks"][original] for original in record["order_shown"]]
+    assert ranks_shown == [2, 1, 4, 3]
+    assert [record["completions"][original] for original in record["order_shown"]] == shown
+    assert screenshot.stat().st_size > 10_000
