@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -492,190 +493,261 @@ def save_final_models(model, accelerator, tokenizer, config: Config, run_dir: Pa
 # The loop
 
 
-def run(config: Config) -> dict[str, float]:
-    """Train the policy with PPO; return the final metrics."""
+@dataclass
+class Session:
+    """Everything a PPO run holds between steps (built by `setup`, read by the loop)."""
+
+    config: Config
+    accelerator: Any
+    model: Any  # prepared PolicyAndValue (DDP / DeepSpeed engine / bare module)
+    optimizer: Any
+    reference: Any  # frozen reference, or None with LoRA (the adapter is disabled instead)
+    scorer: Scorer
+    shaping: ScoreShaping
+    tokenizer: Any
+    prompts: PromptSource
+    ptx: PtxSource | None
+    kl_controller: FixedKLController
+    logger: MetricsLogger
+    run_dir: Path
+    sizes: tuple[int, int, int]  # per process: rollouts per step, per mini-batch, per micro-batch
+    start_step: int
+    resumed: bool
+
+    def log(self, message: str) -> None:
+        """A line on the main process's stdout."""
+        if self.accelerator.is_main_process:
+            print(f"[ppo] {message}", flush=True)
+
+    def save(self, step: int, keep: int | None = None) -> Path:
+        """An atomic checkpoint after `step` steps (all processes call it)."""
+        state = {"step": step, "kl_controller": self.kl_controller.state_dict()}
+        keep = self.config.keep_checkpoints if keep is None else keep
+        return save_checkpoint(self.accelerator, self.run_dir, step, state, keep)
+
+    def halt(self, message: str, step: int) -> None:
+        """Stop the run with a checkpoint (kept whatever `keep_checkpoints` says) and a clear message."""
+        path = self.save(step, keep=0)
+        self.logger.close()
+        raise TrainingHalted(f"{message}; stopped, checkpoint saved to {path}")
+
+
+def setup(config: Config) -> Session:
+    """Build the four roles, prepare them for this launch, load the data, and resume if asked."""
     prepare_cpu_distributed()
     seed_everything(config.seed)
     run_dir = start_run(config)
     tokenizer = load_tokenizer(resolve_path(config.policy_model), padding_side="left")
     built = build_models(config, tokenizer)
-    model, reference, shaping = built["model"], built["reference"], built["shaping"]
-
-    world = world_size()
-    sizes = local_sizes(config, world)
+    sizes = local_sizes(config, world_size())
     accelerator = build_accelerator(config, micro_batch_size=sizes[2])
     value_lr = config.value_learning_rate or config.learning_rate
+    model = built["model"]
     optimizer = torch.optim.Adam(model.parameter_groups(config.learning_rate, value_lr), eps=1e-5)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.eval()  # dropout off: the first PPO epoch must see ratio 1 exactly (gradients still flow)
+    reference = built["reference"]
     if reference is not None:
         reference = prepare_frozen_model(reference, accelerator)
     reward_model = built["reward_model"]
     if reward_model is not None:
-        reward_model = prepare_frozen_model(reward_model, accelerator)
-    scorer = Scorer(
-        built["judge"],
-        forward_module(reward_model) if reward_model is not None else None,
-        built["reward_tokenizer"],
-        config.reward_batch_size,
-    )
-    # Same initial weights everywhere (seeded above); from here each process samples differently.
+        reward_model = forward_module(prepare_frozen_model(reward_model, accelerator))
+    scorer = Scorer(built["judge"], reward_model, built["reward_tokenizer"], config.reward_batch_size)
+    # Same initial weights everywhere (seeded above); from here on each process samples differently.
     torch.manual_seed(config.seed + 1000 * accelerator.process_index)
-
-    prompt_source = PromptSource(config.prompts, tokenizer, config.use_chat_template, config.seed)
-    ptx_source = (
+    ptx = (
         PtxSource(config.ptx_dataset, tokenizer, config.ptx_max_length, config.seed)
         if config.ptx_coef > 0
         else None
     )
-    kl_controller = (
-        AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
-        if config.adaptive_kl
-        else FixedKLController(config.kl_coef)
-    )
+    if config.adaptive_kl:
+        kl_controller = AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
+    else:
+        kl_controller = FixedKLController(config.kl_coef)
 
     start_step = 0
     checkpoint = latest_checkpoint(run_dir) if config.resume else None
     if checkpoint is not None:
-        state = load_checkpoint(accelerator, checkpoint)
+        state = load_checkpoint(accelerator, checkpoint)  # weights, optimizer, RNG of every process
         start_step = state["step"]
         kl_controller.load_state_dict(state["kl_controller"])
         if accelerator.is_main_process:  # drop rows a killed run logged after its last checkpoint
             rows = [r for r in read_metrics(run_dir) if r["step"] <= start_step]
             (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    logger = MetricsLogger(run_dir, enabled=accelerator.is_main_process)
-    log = (
-        (lambda msg: print(f"[ppo] {msg}", flush=True)) if accelerator.is_main_process else (lambda msg: None)
+    session = Session(
+        config=config,
+        accelerator=accelerator,
+        model=model,
+        optimizer=optimizer,
+        reference=reference,
+        scorer=scorer,
+        shaping=built["shaping"],
+        tokenizer=tokenizer,
+        prompts=PromptSource(config.prompts, tokenizer, config.use_chat_template, config.seed),
+        ptx=ptx,
+        kl_controller=kl_controller,
+        logger=MetricsLogger(run_dir, enabled=accelerator.is_main_process),
+        run_dir=run_dir,
+        sizes=sizes,
+        start_step=start_step,
+        resumed=checkpoint is not None,
     )
-    log(
-        f"{world} process(es), ZeRO stage {deepspeed_zero_stage(accelerator)}; per process: {sizes[0]} rollouts, "
-        f"mini-batch {sizes[1]}, micro-batch {sizes[2]}; starting at step {start_step}/{config.total_steps}"
+    session.log(
+        f"{accelerator.num_processes} process(es), ZeRO stage {deepspeed_zero_stage(accelerator)}; per process: "
+        f"{sizes[0]} rollouts, mini-batch {sizes[1]}, micro-batch {sizes[2]}; "
+        f"{'resuming from ' + str(checkpoint) if checkpoint else 'starting'} at step {start_step}/{config.total_steps}"
+    )
+    return session
+
+
+def held_out_prompts(session: Session) -> list[str]:
+    """The evaluation prompts (a multiple of the process count), or [] when none are configured."""
+    config = session.config
+    if not config.eval_prompts:
+        return []
+    prompts = PromptSource(config.eval_prompts, session.tokenizer, False, config.seed).prompts
+    world = session.accelerator.num_processes
+    return prompts[: min(config.eval_num_prompts, len(prompts)) // world * world]
+
+
+def evaluate(session: Session, prompts: list[str], step: int, when: str) -> dict[str, float]:
+    """Score held-out prompts, log the result at `step`, and return it keyed `<metric>_<when>`."""
+    scores = evaluate_scores(
+        session.model,
+        session.accelerator,
+        session.tokenizer,
+        prompts,
+        session.prompts,
+        session.scorer,
+        session.shaping,
+        session.config,
+    )
+    session.logger.log(step, scores)
+    session.log(f"held-out score {when}: {scores['eval/score']:.4f} (raw {scores['eval/score_raw']:.4f})")
+    return {f"{k}_{when}": v for k, v in scores.items()}
+
+
+def step_metrics(
+    session: Session, rollouts: Rollouts, train_stats: dict, times: list[float]
+) -> dict[str, float]:
+    """One row of metrics.jsonl: experience and training statistics averaged over processes, plus timing."""
+    accelerator = session.accelerator
+    row = mean_across(accelerator, {**rollout_stats(rollouts, session.kl_controller.value), **train_stats})
+    tokens = accelerator.reduce(rollouts.response_mask.sum().to(accelerator.device).float(), "sum").item()
+    elapsed = times[-1] - times[0]
+    row.update(
+        {
+            "time/generation": times[1] - times[0],
+            "time/scoring": times[2] - times[1],
+            "time/training": times[3] - times[2],
+            "samples_per_s": session.config.batch_size / elapsed,
+            "tokens_per_s": tokens / elapsed,
+        }
+    )
+    return row
+
+
+def log_samples(session: Session, step: int, rollouts: Rollouts) -> None:
+    """A few prompt -> response (score) lines into samples.jsonl and TensorBoard."""
+    lines = [
+        f"{p!r} -> {r!r} (score {s:.3f})"
+        for p, r, s in zip(rollouts.prompts[:4], rollouts.response_texts[:4], rollouts.scores[:4].tolist())
+    ]
+    session.logger.log_text(step, "samples", "\n".join(lines))
+
+
+def control_kl(session: Session, step: int, kl: float) -> None:
+    """Adapt beta toward the target KL, and enforce the KL ceiling (stop, or double beta)."""
+    config = session.config
+    session.kl_controller.update(kl, config.batch_size)
+    if config.kl_ceiling is None or kl <= config.kl_ceiling:
+        return
+    if config.kl_ceiling_action == "stop":
+        session.halt(f"KL {kl:.3f} above kl_ceiling {config.kl_ceiling} at step {step}", step)
+    session.kl_controller.value *= 2.0
+    session.log(
+        f"KL {kl:.3f} above kl_ceiling {config.kl_ceiling}: beta doubled to {session.kl_controller.value:.4g}"
     )
 
-    def trainer_state(step: int) -> dict:
-        return {"step": step, "kl_controller": kl_controller.state_dict()}
 
-    def halt(message: str, step: int) -> None:
-        path = save_checkpoint(accelerator, run_dir, step, trainer_state(step), keep=0)
-        logger.close()
-        raise TrainingHalted(f"{message}; stopped, checkpoint saved to {path}")
-
-    eval_prompts: list[str] = []
-    if config.eval_prompts:
-        eval_prompts = PromptSource(config.eval_prompts, tokenizer, False, config.seed).prompts
-        eval_prompts = eval_prompts[: config.eval_num_prompts // world * world]
+def run(config: Config) -> dict[str, float]:
+    """Train the policy with PPO; return the final metrics."""
+    session = setup(config)
+    s, accelerator, model = session, session.accelerator, session.model
+    eval_prompts = held_out_prompts(s)
     final: dict[str, float] = {}
-    if eval_prompts and checkpoint is None:
-        start_eval = evaluate_scores(
-            model, accelerator, tokenizer, eval_prompts, prompt_source, scorer, shaping, config
-        )
-        final.update({f"{k}_start": v for k, v in start_eval.items()})
-        logger.log(0, start_eval)
-        log(f"held-out score before PPO: {start_eval['eval/score']:.4f}")
+    if eval_prompts and not s.resumed:
+        final.update(evaluate(s, eval_prompts, 0, "start"))
 
     progress = tqdm(
-        range(start_step, config.total_steps),
-        initial=start_step,
+        range(s.start_step, config.total_steps),
+        initial=s.start_step,
         total=config.total_steps,
         desc="ppo",
         disable=not (config.progress_bar and accelerator.is_main_process),
     )
     row: dict[str, float] = {}
     for step in progress:
-        t0 = time.perf_counter()
+        times = [time.perf_counter()]
         # step 1. generate
-        prompts = prompt_source.batch(step, config.batch_size, accelerator.process_index, world)
-        rollouts = generate_rollouts(model, accelerator, tokenizer, prompts, prompt_source, config)
-        t1 = time.perf_counter()
+        prompts = s.prompts.batch(
+            step, config.batch_size, accelerator.process_index, accelerator.num_processes
+        )
+        rollouts = generate_rollouts(model, accelerator, s.tokenizer, prompts, s.prompts, config)
+        times.append(time.perf_counter())
         # step 2. score
-        score_rollouts(rollouts, model, reference, accelerator, scorer, built["shaping"], config, sizes[2])
+        score_rollouts(rollouts, model, s.reference, accelerator, s.scorer, s.shaping, config, s.sizes[2])
         if not all_finite(
             accelerator, rollouts.scores, rollouts.logprobs, rollouts.ref_logprobs, rollouts.values
         ):
-            halt(
-                f"non-finite scores, log-probs or values at step {step + 1} (first raw scores: "
-                f"{rollouts.raw_scores[:4].tolist()})",
+            s.halt(
+                f"non-finite scores, log-probs or values at step {step + 1} "
+                f"(raw scores {rollouts.raw_scores[:4].tolist()}...)",
                 step,
             )
-        t2 = time.perf_counter()
+        times.append(time.perf_counter())
         # step 3. KL-penalize
-        penalize(rollouts, kl_controller.value, config.kl_estimator)
+        penalize(rollouts, s.kl_controller.value, config.kl_estimator)
         # step 4. advantages
         compute_advantages(rollouts, accelerator, config)
         # step 5. PPO epochs
         train_stats = optimize(
             model,
-            optimizer,
+            s.optimizer,
             accelerator,
             rollouts,
             config,
             step,
-            sizes,
-            ptx_source,
-            tokenizer.pad_token_id,
-            lambda msg, s=step: halt(msg, s),
+            s.sizes,
+            s.ptx,
+            s.tokenizer.pad_token_id,
+            lambda message, at=step: s.halt(message, at),
         )
-        t3 = time.perf_counter()
-        # step 6. log, adapt beta, guard, checkpoint
-        row = mean_across(accelerator, {**rollout_stats(rollouts, kl_controller.value), **train_stats})
-        tokens = accelerator.reduce(rollouts.response_mask.sum().to(accelerator.device).float(), "sum").item()
-        elapsed = t3 - t0
-        row.update(
-            {
-                "time/generation": t1 - t0,
-                "time/scoring": t2 - t1,
-                "time/training": t3 - t2,
-                "samples_per_s": config.batch_size / elapsed,
-                "tokens_per_s": tokens / elapsed,
-            }
-        )
-        logger.log(step + 1, row)
+        times.append(time.perf_counter())
+        # step 6. log, adapt the KL coefficient, guard, checkpoint
+        row = step_metrics(s, rollouts, train_stats, times)
+        s.logger.log(step + 1, row)
         progress.set_postfix(
             reward=f"{row['reward/mean']:.3f}",
             score=f"{row['score/mean']:.3f}",
             kl=f"{row['kl']:.3f}",
             vf=f"{row['value_loss']:.3f}",
         )
-        if config.sample_every and (step + 1) % config.sample_every == 0 or step == start_step:
-            lines = [
-                f"{p!r} -> {r!r} (score {s:.3f})"
-                for p, r, s in zip(
-                    rollouts.prompts[:4], rollouts.response_texts[:4], rollouts.scores[:4].tolist()
-                )
-            ]
-            logger.log_text(step + 1, "samples", "\n".join(lines))
-        kl_controller.update(row["kl"], config.batch_size)
-        if config.kl_ceiling is not None and row["kl"] > config.kl_ceiling:
-            if config.kl_ceiling_action == "stop":
-                halt(f"KL {row['kl']:.3f} above kl_ceiling {config.kl_ceiling} at step {step + 1}", step + 1)
-            kl_controller.value *= 2.0
-            log(
-                f"KL {row['kl']:.3f} above kl_ceiling {config.kl_ceiling}: KL coefficient doubled to "
-                f"{kl_controller.value:.4g}"
-            )
+        if step == s.start_step or (config.sample_every and (step + 1) % config.sample_every == 0):
+            log_samples(s, step + 1, rollouts)
+        control_kl(s, step + 1, row["kl"])
         if config.save_every and (step + 1) % config.save_every == 0 and step + 1 < config.total_steps:
-            save_checkpoint(accelerator, run_dir, step + 1, trainer_state(step + 1), config.keep_checkpoints)
+            s.save(step + 1)
     progress.close()
 
-    if config.total_steps > start_step:
-        save_checkpoint(
-            accelerator,
-            run_dir,
-            config.total_steps,
-            trainer_state(config.total_steps),
-            config.keep_checkpoints,
-        )
+    if config.total_steps > s.start_step:
+        s.save(config.total_steps)
     final.update({k: v for k, v in row.items() if not k.startswith("time/")})
     if eval_prompts:
-        end_eval = evaluate_scores(
-            model, accelerator, tokenizer, eval_prompts, prompt_source, scorer, shaping, config
-        )
-        final.update({f"{k}_end": v for k, v in end_eval.items()})
-        logger.log(config.total_steps, end_eval)
-        log(f"held-out score after PPO: {end_eval['eval/score']:.4f}")
+        final.update(evaluate(s, eval_prompts, config.total_steps, "end"))
     if config.save_model:
-        save_final_models(model, accelerator, tokenizer, config, run_dir, final)
-    logger.close()
+        save_final_models(model, accelerator, s.tokenizer, config, s.run_dir, final)
+    s.logger.close()
     return final
 
 
