@@ -16,6 +16,7 @@ Candidate texts are shown in read-only text boxes, so HTML or script in a model 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import getpass
 import os
@@ -392,7 +393,9 @@ def prepare(config: LabelConfig) -> LabelService:
 def run(config: LabelConfig) -> dict[str, Any]:
     """Serve the app until interrupted; returns the final progress counts."""
     config.run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, config.run_dir / "config.yaml")
+    # The saved config never holds a password given in clear.
+    redacted = [{**u, "password": "***"} if "password" in u else u for u in config.users]
+    save_config(dataclasses.replace(config, users=redacted), config.run_dir / "config.yaml")
     try:
         service = prepare(config)
     except ServiceError as err:
