@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
+from transformers.pytorch_utils import Conv1D
 
 from alignment.core.config import ConfigError, StageConfig, parse_config, require
 from alignment.core.generation import SamplingSettings, generate_texts
@@ -278,7 +279,8 @@ def load_data(config: Config, tokenizer):
         train, eval_set = split["train"], split["test"]
         if config.max_eval_samples is not None:
             eval_set = eval_set.select(range(min(config.max_eval_samples, len(eval_set))))
-    prompts = eval_set["prompt_text"][: config.num_samples] if eval_set is not None else []
+    # Empty prompts (allowed in prompt/completion data) give nothing to condition a sample on.
+    prompts = [p for p in eval_set["prompt_text"] if p][: config.num_samples] if eval_set is not None else []
     # The Trainer would drop this column anyway; dropping it here keeps the datasets model-ready.
     train = train.remove_columns("prompt_text")
     eval_set = eval_set.remove_columns("prompt_text") if eval_set is not None else None
@@ -349,6 +351,9 @@ def choose_trainable(config: Config, model):
     peft_config = build_peft_config(
         config.peft, config.lora_r, config.lora_alpha, config.lora_dropout, targets, config.num_virtual_tokens
     )
+    if peft_config is not None and hasattr(peft_config, "fan_in_fan_out"):
+        # GPT-2 keeps its projections transposed (Conv1D); peft would fix this itself, with a warning per layer.
+        peft_config.fan_in_fan_out = any(isinstance(m, Conv1D) for m in model.modules())
     return peft_config, callbacks
 
 

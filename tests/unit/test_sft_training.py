@@ -9,6 +9,7 @@ from transformers import TrainerCallback
 from trl.data_utils import pack_dataset
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+from alignment.core.config import ConfigError
 from alignment.core.models import load_causal_lm
 from alignment.peft_setup import GradualUnfreezeCallback, freeze, transformer_blocks
 from alignment.sft import Config, build_trainer
@@ -156,3 +157,18 @@ def test_gradual_unfreezing_in_training(tmp_path, tiny_model_dir, demos):
 
     assert not changed("transformer.h.0.", 0, 2) and changed("transformer.h.0.", 2, 4)
     assert changed("transformer.h.1.", 0, 1)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"peft": "lora", "freeze_layers": 1}, "peft: 'lora' trains only its adapter"),
+        ({"peft": "prompt_tuning", "packing": True}, "packing: expected false"),
+        ({"max_length": 4}, "max_length: expected an int >= 8"),
+        ({"eval_fraction": 1.0}, r"eval_fraction: expected a float in \[0, 1\)"),
+        ({"max_steps": 0}, "max_steps: expected -1 or an int >= 1"),
+    ],
+)
+def test_config_rejects_impossible_values_naming_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        Config(**overrides)
