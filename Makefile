@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test venv lint clean
+.PHONY: demo test venv browser lint clean
 
 venv: $(VENV)/.installed
 
@@ -21,7 +21,14 @@ demo: venv
 	$(VENV)/bin/alignment prepare
 	$(VENV)/bin/alignment pipeline --config configs/pipeline/tiny-sentiment.yaml
 
-test: venv
+# The labeling app's browser test drives Debian's chromium; install it where we may (root, apt),
+# otherwise that one test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+		|| echo "chromium not installed: the browser test will skip"; }
+
+test: venv browser
 	$(PY) -m pytest -q
 
 lint: venv
