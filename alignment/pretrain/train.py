@@ -449,11 +449,18 @@ class StopCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):  # noqa: D102 (Trainer hook)
         if self.stop_after_step is not None and state.global_step >= self.stop_after_step:
             control.should_training_stop = True
-        if self.deadline is not None and time.monotonic() > self.deadline:
+        if self.deadline is not None and self._past_deadline(args.device):
             self.timed_out = True
             control.should_training_stop = True
             control.should_save = True
         return control
+
+    def _past_deadline(self, device: torch.device) -> bool:
+        """Whether any rank ran out of time: every rank must stop at the same step, or collectives hang."""
+        late = torch.tensor([float(time.monotonic() > self.deadline)], device=device)
+        if world_size() > 1 and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(late, op=torch.distributed.ReduceOp.MAX)
+        return bool(late.item())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import random
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -149,6 +152,14 @@ def test_resume_after_kill_matches_uninterrupted_run(corpus, tmp_path):
         assert torch.allclose(tensor, resumed_weights[name], atol=1e-6), name
 
 
+def test_time_limit_stops_early_and_still_saves(corpus, tmp_path):
+    out = tmp_path / "timed"
+    metrics = run(tiny(corpus, out, max_steps=500, max_time_minutes=0.0001, eval_on_start=False))
+    assert metrics["stopped_by_time_limit"] and metrics["steps"] < 500
+    assert (out / "model" / "model.safetensors").exists()
+    assert (out / "checkpoints" / f"checkpoint-{metrics['steps']}" / "trainer_state.json").exists()
+
+
 def test_config_errors_name_the_key(corpus, tmp_path):
     with pytest.raises(ConfigError, match="architecture"):
         tiny(corpus, tmp_path, objective="masked_lm", architecture="gpt2")
@@ -165,3 +176,26 @@ def test_script_help_lists_options(monkeypatch, capsys):
         runpy.run_path(str(REPO / "scripts" / "pretrain.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert exit_info.value.code == 0 and "--objective" in out and "--max_time_minutes" in out
+
+
+@pytest.mark.distributed
+def test_ddp_launch_trains_two_ranks_in_step(corpus, tmp_path):
+    out = tmp_path / "ddp"
+    command = [
+        str(REPO / ".venv" / "bin" / "accelerate"), "launch", "--config_file", "configs/accelerate/ddp.yaml",
+        "scripts/pretrain.py", "--train_data", str(corpus), "--heldout_data", "null", "--output_dir", str(out),
+        "--n_layer", "1", "--d_model", "32", "--n_head", "2", "--block_size", "32", "--per_device_batch_size", "4",
+        "--max_steps", "6", "--warmup_steps", "1", "--eval_steps", "3", "--save_steps", "3", "--logging_steps", "1",
+        "--max_eval_blocks", "8", "--sample_max_new_tokens", "4",
+        "--max_time_minutes", "60",  # runs the ranks' agreement on the deadline at every step
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_metrics(out)
+    final = [row for row in rows if row.get("final")][0]
+    assert final["train_tokens"] == 6 * 4 * 2 * 32  # both ranks' batches count in every step
+    # A correct all-reduce keeps the loss a per-token mean: it starts near ln(vocab), not at twice that.
+    first_eval = next(row["eval_loss"] for row in rows if "eval_loss" in row)
+    assert first_eval < 1.2 * math.log(512)  # the vocabulary has at most 512 tokens
+    assert (out / "model" / "model.safetensors").exists()
