@@ -48,15 +48,16 @@ def test_score_is_the_same_with_left_and_right_padding(which, request):
 
 def test_score_is_read_at_the_last_real_token(gpt2_rm):
     model, tokenizer = gpt2_rm
-    ids = encode_texts(tokenizer, ["the movie was wonderful"], 64, encoder=False)[0]
-    assert ids[-1] == tokenizer.eos_token_id  # the score token is the EOS appended to every text
+    text = "the movie was wonderful"
+    ids = encode_texts(tokenizer, [text], 64, encoder=False)[0]
+    assert ids == tokenizer(text)["input_ids"]  # no EOS appended: the last text token carries the score
+    with_eos = encode_texts(tokenizer, [text + tokenizer.eos_token], 64, encoder=False)[0]
+    assert with_eos == ids  # a policy sample ending in EOS scores like the same text without it
     batch = pad_batch([ids], tokenizer.pad_token_id)
     with torch.no_grad():
         hidden = model.transformer(input_ids=batch["input_ids"]).last_hidden_state  # [1, T, d]
         expected = model.score(hidden[0, -1])
-    assert score_texts(model, tokenizer, ["the movie was wonderful"])[0] == pytest.approx(
-        expected.item(), abs=1e-5
-    )
+    assert score_texts(model, tokenizer, [text])[0] == pytest.approx(expected.item(), abs=1e-5)
 
 
 def test_left_padding_without_positions_would_shift_the_score(gpt2_rm):
