@@ -135,7 +135,7 @@ def encode_texts(
     Decoders are scored at the last token of the text itself. We do not append EOS (as TRL does): in a
     model pretrained on EOS-separated documents the EOS state mostly encodes "a new document starts" and
     varies little between texts (measured on the tiny SFT model: between-text spread 0.14 of its norm at
-    EOS against 0.39 at the last text token), and the tiny reward model then learned nothing. A trailing
+    EOS against 0.39 at the last text token), so it is a poor place to read a score from. A trailing
     EOS is stripped, so a policy sample with or without it scores the same. Encoders get [CLS] ... [SEP].
     `max_length=None` does not truncate (the start-up checks use it to see what truncation removed).
     """
