@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 CURVE_GROUPS = ("loss", "reward", "kl", "accuracy")
-_SKIP_WORDS = {"coef", "lr", "rate", "learning", "epoch", "time", "step", "norm", "grad", "runtime"}
+_SKIP_WORDS = {"coef", "lr", "rate", "learning", "epoch", "time", "step", "norm", "grad", "runtime", "std"}
 
 
 def curve_group(key: str) -> str | None:
