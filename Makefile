@@ -17,8 +17,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
+# The pipeline prepares the assets the demo needs (sentiment snippets, VADER, MiniLM);
+# `alignment prepare` alone prepares every asset, SmolLM2 included.
 demo: venv
-	$(VENV)/bin/alignment prepare
 	$(VENV)/bin/alignment pipeline --config configs/pipeline/tiny-sentiment.yaml
 
 # The labeling app's browser test drives Debian's chromium; install it where we may (root, apt),

@@ -29,6 +29,7 @@ from alignment.core.config import parse_config, save_config
 from reward.app.config import ROLES, LabelConfig
 from reward.app.service import LabelService, ServiceError
 
+Config = LabelConfig  # the name every command module exposes (alignment.cli, the recipe tests)
 MAX_SLOTS = 9
 PASSWORD_ENV = "ALIGNMENT_LABEL_PASSWORD"
 
