@@ -22,16 +22,9 @@ import random
 from collections.abc import Callable, Sequence
 
 from alignment.core.formats import DatasetFormatError, read_jsonl, write_jsonl
+from alignment.core.judges import vader_compound
 
 Judge = Callable[[str], float]
-
-
-def vader_judge() -> Judge:
-    """VADER's compound sentiment score in [-1, 1] (imported lazily: only sentiment labeling needs it)."""
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    analyzer = SentimentIntensityAnalyzer()
-    return lambda text: analyzer.polarity_scores(text)["compound"]
 
 
 def _normal_cdf(x: float) -> float:
@@ -168,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the labeling noise.")
     args = parser.parse_args(argv)
-    labeled, stats = label_rows(read_jsonl(args.input), vader_judge(), args.target_agreement, args.seed)
+    labeled, stats = label_rows(read_jsonl(args.input), vader_compound, args.target_agreement, args.seed)
     write_jsonl(labeled, args.output)
     print({k: round(v, 4) for k, v in stats.items()})
 

@@ -25,11 +25,11 @@ import torch
 from alignment.core.config import ConfigError, StageConfig, parse_config, require
 from alignment.core.formats import DatasetFormatError, load_dataset_as, load_rows
 from alignment.core.generation import SamplingSettings
+from alignment.core.judges import judge_name, load_judge
 from alignment.core.launch import seed_everything, start_run
 from alignment.core.models import load_causal_lm, load_tokenizer
 from alignment.core.paths import resolve_path
 from alignment.evaluate import metrics, report
-from alignment.evaluate.judges import judge_name, load_judge
 from alignment.evaluate.measure import sample_responses, sequence_kls, text_nll
 
 # Pipeline order, so the timing table reads like the run did; other stage folders follow alphabetically.

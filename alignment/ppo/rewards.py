@@ -8,27 +8,11 @@ in `losses.penalized_rewards`; this module holds the sequence-level part and the
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-
-from alignment.core.config import ConfigError
-
-
-def load_judge(spec: str) -> Callable[[str], float]:
-    """Import `module:function` (for example `alignment.evaluate.judges:vader_compound`)."""
-    module_name, _, function_name = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ConfigError(f"reward_fn: cannot import module {module_name!r} ({err})") from None
-    judge = getattr(module, function_name, None)
-    if not callable(judge):
-        raise ConfigError(f"reward_fn: {module_name!r} has no callable {function_name!r}")
-    return judge
 
 
 class Scorer:

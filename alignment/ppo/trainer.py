@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from alignment.core.config import parse_config
 from alignment.core.generation import SamplingSettings, generate
+from alignment.core.judges import load_judge
 from alignment.core.launch import (
     accelerator_kwargs,
     deepspeed_zero_stage,
@@ -47,7 +48,7 @@ from alignment.core.paths import resolve_path
 from alignment.ppo import losses
 from alignment.ppo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from alignment.ppo.config import Config
-from alignment.ppo.rewards import AdaptiveKLController, FixedKLController, Scorer, ScoreShaping, load_judge
+from alignment.ppo.rewards import AdaptiveKLController, FixedKLController, Scorer, ScoreShaping
 from alignment.ppo.rollout import (
     PromptSource,
     PtxSource,
@@ -104,7 +105,7 @@ def build_models(config: Config, tokenizer) -> dict[str, Any]:
         if config.normalize_reward:
             stats = load_reward_stats(resolve_path(config.reward_model))
             shaping.mean, shaping.std = float(stats["mean"]), max(float(stats["std"]), 1e-6)
-    judge = load_judge(config.reward_fn) if config.reward_fn else None
+    judge = load_judge(config.reward_fn, key="reward_fn") if config.reward_fn else None
 
     if config.value_model == "policy_head":
         hidden = (

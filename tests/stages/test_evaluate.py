@@ -85,7 +85,7 @@ def test_evaluate_writes_a_report_on_a_user_prompt_file(
             "--output_root",
             str(runs),
             "--judges",
-            "vader,alignment.evaluate.judges:vader_compound",
+            "vader,alignment.core.judges:vader_compound",
         ]
     )
 

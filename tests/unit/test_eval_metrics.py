@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from alignment.core.generation import SamplingSettings
+from alignment.core.judges import judge_name, load_judge, vader_compound
 from alignment.core.models import load_causal_lm, load_tokenizer
 from alignment.evaluate import metrics
-from alignment.evaluate.judges import judge_name, load_judge, vader_compound
 from alignment.evaluate.measure import sample_responses, sequence_kls, text_nll
 from alignment.evaluate.report import compute_checks, curve_group, extract_curves
 
@@ -57,10 +57,10 @@ def test_judges():
     assert vader_compound("a terrible, awful, boring movie") < -0.5
     assert vader_compound("") == 0.0
     assert load_judge("vader") is vader_compound
-    assert load_judge("alignment.evaluate.judges:vader_compound") is vader_compound
-    assert judge_name("alignment.evaluate.judges:vader_compound") == "vader_compound"
+    assert load_judge("alignment.core.judges:vader_compound") is vader_compound
+    assert judge_name("alignment.core.judges:vader_compound") == "vader_compound"
     with pytest.raises(ValueError, match="no callable"):
-        load_judge("alignment.evaluate.judges:nope")
+        load_judge("alignment.core.judges:nope")
     with pytest.raises(ValueError, match="module:function"):
         load_judge("gpt4")
 

@@ -53,7 +53,7 @@ def test_achieved_agreement_close_to_target(target):
 
 
 def test_vader_judge_orders_sentiment():
-    from reward.labeler import vader_judge
+    from alignment.core.judges import vader_compound
 
-    judge = vader_judge()
+    judge = vader_compound
     assert judge("a wonderful, delightful film") > 0 > judge("a terrible, awful film")

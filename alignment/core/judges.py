@@ -1,5 +1,8 @@
 """Judges: functions that score a text with a float, independent of any model we trained.
 
+Shared by evaluation (the gold judge), PPO (a verifiable reward instead of a reward model) and the
+simulated labeler, so one name ("vader", "module:function") means the same function everywhere.
+
 The gold judge is VADER's compound sentiment score (a lexicon and rules, deterministic, in [-1, 1]):
 the reward model is trained on human ratings of the same kind of text, so VADER is an outside
 measure that PPO cannot exploit directly. Any `Callable[[str], float]` is a judge; a config names
@@ -11,6 +14,8 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable
+
+from alignment.core.config import ConfigError
 
 Judge = Callable[[str], float]
 
@@ -31,20 +36,23 @@ def vader_compound(text: str) -> float:
 BUILTIN_JUDGES: dict[str, Judge] = {"vader": vader_compound}
 
 
-def load_judge(spec: str) -> Judge:
-    """Resolve a judge name: a built-in ("vader") or "module:function" naming any `Callable[[str], float]`."""
+def load_judge(spec: str, key: str = "judge") -> Judge:
+    """Resolve a judge name: a built-in ("vader") or "module:function" naming any `Callable[[str], float]`.
+
+    Errors are `ConfigError`s that start with `key`, the config field that named the judge.
+    """
     if spec in BUILTIN_JUDGES:
         return BUILTIN_JUDGES[spec]
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"judge {spec!r}: expected one of {sorted(BUILTIN_JUDGES)} or 'module:function'")
+        raise ConfigError(f"{key} {spec!r}: expected one of {sorted(BUILTIN_JUDGES)} or 'module:function'")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ValueError(f"judge {spec!r}: cannot import module {module_name!r} ({err})") from None
+        raise ConfigError(f"{key} {spec!r}: cannot import module {module_name!r} ({err})") from None
     judge = getattr(module, attr, None)
     if not callable(judge):
-        raise ValueError(f"judge {spec!r}: module {module_name!r} has no callable {attr!r}")
+        raise ConfigError(f"{key} {spec!r}: module {module_name!r} has no callable {attr!r}")
     return judge
 
 
