@@ -107,14 +107,20 @@ def build_causal_lm(
     tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> PreTrainedModel:
     """A freshly initialized decoder: GPT-2 style (learned positions, GELU) or Llama style (RoPE, SwiGLU, RMSNorm)."""
+    # GPT-2's config defaults to its own special ids (50256), out of range for a small vocabulary.
+    special_ids = {"bos_token_id": None, "eos_token_id": None}
+    if tokenizer is not None:
+        special_ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
     if architecture == "gpt2":
         config = GPT2Config(
+            **special_ids,
             vocab_size=vocab_size, n_positions=max_length, n_embd=d_model, n_layer=n_layer, n_head=n_head,
             resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
         )
         model = GPT2LMHeadModel(config)
     elif architecture == "llama":
         config = LlamaConfig(
+            **special_ids,
             vocab_size=vocab_size, hidden_size=d_model, intermediate_size=int(d_model * 8 / 3 + 63) // 64 * 64,
             num_hidden_layers=n_layer, num_attention_heads=n_head, num_key_value_heads=n_head,
             max_position_embeddings=max_length, attention_dropout=dropout, tie_word_embeddings=True,
