@@ -29,9 +29,10 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
 		|| echo "chromium not installed: the browser test will skip"; }
 
-test: venv browser
+test: venv browser lint
 	$(PY) -m pytest -q
 
+# One formatter and linter (ruff), enforced by `make test` and so by CI.
 lint: venv
 	$(VENV)/bin/ruff check alignment reward scripts tests
 	$(VENV)/bin/ruff format --check alignment reward scripts tests

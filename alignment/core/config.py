@@ -34,7 +34,10 @@ class StageConfig:
 
     stage: ClassVar[str] = "stage"
 
-    run_name: str = field(default="default", metadata={"help": "Run folder name: outputs go to <output_root>/<run_name>/<stage>/."})
+    run_name: str = field(
+        default="default",
+        metadata={"help": "Run folder name: outputs go to <output_root>/<run_name>/<stage>/."},
+    )
     output_root: str = field(default="runs", metadata={"help": "Folder that holds all run folders."})
     output_dir: str | None = field(
         default=None, metadata={"help": "Explicit output folder; overrides <output_root>/<run_name>/<stage>."}
@@ -130,11 +133,15 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             return str(value)
         if origin in (list, tuple):
             if isinstance(value, str):
-                value = json.loads(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+                value = (
+                    json.loads(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+                )
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"{key}: expected {expected}, got {value!r}")
             (item_tp,) = typing.get_args(inner)[:1] or (Any,)
-            items = [coerce(v, item_tp, f"{key}[{i}]") if item_tp is not Any else v for i, v in enumerate(value)]
+            items = [
+                coerce(v, item_tp, f"{key}[{i}]") if item_tp is not Any else v for i, v in enumerate(value)
+            ]
             return items if origin is list else tuple(items)
         if origin is dict or inner is dict:
             if isinstance(value, str):
@@ -240,8 +247,10 @@ def describe(cls: type[StageConfig]) -> str:
     hints = typing.get_type_hints(cls)
     lines = [f"Options for stage '{cls.stage}' (YAML keys or --key value):"]
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else "required"
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
         )
         lines.append(f"  --{f.name} ({_type_name(hints[f.name])}, default {default!r})")
         if f.metadata.get("help"):

@@ -219,14 +219,18 @@ def load_rows(source: str | Path, split: str = "train") -> datasets.Dataset:
     if path.suffix in (".jsonl", ".json"):
         if not path.is_file():
             raise DatasetFormatError(f"{path}: file does not exist")
-        return _dataset_from_rows(read_jsonl(path), str(path)) if path.suffix == ".jsonl" else _read_json(path)
+        return (
+            _dataset_from_rows(read_jsonl(path), str(path)) if path.suffix == ".jsonl" else _read_json(path)
+        )
     if path.suffix in (".csv", ".parquet"):
         if not path.is_file():
             raise DatasetFormatError(f"{path}: file does not exist")
         builder = "csv" if path.suffix == ".csv" else "parquet"
         return datasets.load_dataset(builder, data_files=str(path), split="train")
     if path.exists() or "/" not in str(source) or str(source).startswith((".", "/")):
-        raise DatasetFormatError(f"{source}: not a dataset file or folder (expected .jsonl, .json, .csv, .parquet)")
+        raise DatasetFormatError(
+            f"{source}: not a dataset file or folder (expected .jsonl, .json, .csv, .parquet)"
+        )
     return datasets.load_dataset(str(source), split=split)  # a hub name such as "org/dataset"
 
 

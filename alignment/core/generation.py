@@ -51,7 +51,9 @@ class GeneratedBatch:
         return torch.cat([self.query_mask, self.response_mask], dim=1)
 
 
-def response_mask_from_ids(response_ids: torch.Tensor, eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def response_mask_from_ids(
+    response_ids: torch.Tensor, eos_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask of real response tokens (through the first EOS) and whether each row contains an EOS.
 
     `response_ids` is [batch, response_len]; returns (mask [batch, response_len] long, ended [batch] bool).
@@ -77,21 +79,31 @@ def generate(
     tokenizer.padding_side = "left"
     try:
         encoded = tokenizer(
-            prompts, return_tensors="pt", padding=True, truncation=max_prompt_length is not None,
-            max_length=max_prompt_length, add_special_tokens=False,
+            prompts,
+            return_tensors="pt",
+            padding=True,
+            truncation=max_prompt_length is not None,
+            max_length=max_prompt_length,
+            add_special_tokens=False,
         ).to(device)
     finally:
         tokenizer.padding_side = padding_side
     greedy = settings.temperature <= 0
     kwargs = dict(
-        max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens, do_sample=not greedy,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, use_cache=True,
+        max_new_tokens=settings.max_new_tokens,
+        min_new_tokens=settings.min_new_tokens,
+        do_sample=not greedy,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        use_cache=True,
     )
     if not greedy:
         kwargs.update(temperature=settings.temperature, top_k=settings.top_k or None, top_p=settings.top_p)
     was_training = model.training
     model.eval()
-    output = model.generate(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], **kwargs)
+    output = model.generate(
+        input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], **kwargs
+    )
     model.train(was_training)
     query_len = encoded["input_ids"].shape[1]
     response_ids = output[:, query_len:]
@@ -99,8 +111,12 @@ def generate(
     response_ids = response_ids.masked_fill(response_mask == 0, tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
     return GeneratedBatch(
-        query_ids=encoded["input_ids"], query_mask=encoded["attention_mask"], response_ids=response_ids,
-        response_mask=response_mask, response_texts=texts, ended_with_eos=ended,
+        query_ids=encoded["input_ids"],
+        query_mask=encoded["attention_mask"],
+        response_ids=response_ids,
+        response_mask=response_mask,
+        response_texts=texts,
+        ended_with_eos=ended,
     )
 
 

@@ -51,7 +51,11 @@ class MetricsLogger:
             f.flush()
         if self._writer is not None:
             for key, value in row.items():
-                if key not in ("step", "time") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                if (
+                    key not in ("step", "time")
+                    and isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                ):
                     self._writer.add_scalar(key, value, step)
             self._writer.flush()
 

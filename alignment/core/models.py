@@ -45,13 +45,19 @@ def _check_local(name_or_path: str) -> str:
     if looks_local and not Path(path).is_dir():
         hint = " (run `alignment prepare` first)" if name_or_path.startswith("cache://") else ""
         raise ModelLoadError(f"model folder {path} does not exist{hint}")
-    if looks_local and not (Path(path) / "config.json").exists() and not (Path(path) / "adapter_config.json").exists():
+    if (
+        looks_local
+        and not (Path(path) / "config.json").exists()
+        and not (Path(path) / "adapter_config.json").exists()
+    ):
         if not (Path(path) / "tokenizer_config.json").exists():
             raise ModelLoadError(f"{path} is not a model folder: no config.json or tokenizer files in it")
     return path
 
 
-def load_tokenizer(name_or_path: str, padding_side: Literal["left", "right"] = "right") -> PreTrainedTokenizerBase:
+def load_tokenizer(
+    name_or_path: str, padding_side: Literal["left", "right"] = "right"
+) -> PreTrainedTokenizerBase:
     """Load a tokenizer with a pad token distinct from EOS and a chat template."""
     tokenizer = AutoTokenizer.from_pretrained(_check_local(name_or_path))
     ensure_pad_token(tokenizer)
@@ -64,7 +70,9 @@ def load_tokenizer(name_or_path: str, padding_side: Literal["left", "right"] = "
 def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> bool:
     """Give the tokenizer a pad token that is not EOS; return True if a token was added (resize the model)."""
     if tokenizer.eos_token is None:
-        raise ModelLoadError(f"tokenizer {tokenizer.name_or_path!r} has no EOS token; generation could never stop")
+        raise ModelLoadError(
+            f"tokenizer {tokenizer.name_or_path!r} has no EOS token; generation could never stop"
+        )
     if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
         return False
     if PAD_TOKEN in tokenizer.get_vocab():
@@ -114,16 +122,28 @@ def build_causal_lm(
     if architecture == "gpt2":
         config = GPT2Config(
             **special_ids,
-            vocab_size=vocab_size, n_positions=max_length, n_embd=d_model, n_layer=n_layer, n_head=n_head,
-            resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+            vocab_size=vocab_size,
+            n_positions=max_length,
+            n_embd=d_model,
+            n_layer=n_layer,
+            n_head=n_head,
+            resid_pdrop=dropout,
+            embd_pdrop=dropout,
+            attn_pdrop=dropout,
         )
         model = GPT2LMHeadModel(config)
     elif architecture == "llama":
         config = LlamaConfig(
             **special_ids,
-            vocab_size=vocab_size, hidden_size=d_model, intermediate_size=int(d_model * 8 / 3 + 63) // 64 * 64,
-            num_hidden_layers=n_layer, num_attention_heads=n_head, num_key_value_heads=n_head,
-            max_position_embeddings=max_length, attention_dropout=dropout, tie_word_embeddings=True,
+            vocab_size=vocab_size,
+            hidden_size=d_model,
+            intermediate_size=int(d_model * 8 / 3 + 63) // 64 * 64,
+            num_hidden_layers=n_layer,
+            num_attention_heads=n_head,
+            num_key_value_heads=n_head,
+            max_position_embeddings=max_length,
+            attention_dropout=dropout,
+            tie_word_embeddings=True,
         )
         model = LlamaForCausalLM(config)
     else:

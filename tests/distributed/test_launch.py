@@ -13,15 +13,29 @@ ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("strategy,expected_type", [
-    ("ddp", "MULTI_CPU"), ("zero2", "DEEPSPEED"), ("zero3", "DEEPSPEED"),
-])
+@pytest.mark.parametrize(
+    "strategy,expected_type",
+    [
+        ("ddp", "MULTI_CPU"),
+        ("zero2", "DEEPSPEED"),
+        ("zero3", "DEEPSPEED"),
+    ],
+)
 def test_two_process_training_step(strategy, expected_type):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [ACCELERATE, "launch", "--config_file", f"configs/accelerate/{strategy}.yaml",
-         "tests/distributed/train_step.py"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [
+            ACCELERATE,
+            "launch",
+            "--config_file",
+            f"configs/accelerate/{strategy}.yaml",
+            "tests/distributed/train_step.py",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]

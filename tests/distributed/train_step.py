@@ -31,10 +31,17 @@ def main() -> None:
         optimizer.step()
         optimizer.zero_grad()
         losses.append(loss.item())
-    print(json.dumps({
-        "rank": accelerator.process_index, "world_size": accelerator.num_processes,
-        "distributed_type": str(accelerator.distributed_type), "losses": losses,
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "rank": accelerator.process_index,
+                "world_size": accelerator.num_processes,
+                "distributed_type": str(accelerator.distributed_type),
+                "losses": losses,
+            }
+        ),
+        flush=True,
+    )
     sys.stdout.flush()
 
 

@@ -30,7 +30,9 @@ def recipe(tmp_path):
 
 
 def test_yaml_then_command_line_overrides(recipe):
-    config = parse_config(ToyConfig, ["--config", str(recipe), "--steps", "7", "--schedule=linear", "--use_lora"])
+    config = parse_config(
+        ToyConfig, ["--config", str(recipe), "--steps", "7", "--schedule=linear", "--use_lora"]
+    )
     assert config.learning_rate == 0.01 and config.steps == 7
     assert config.schedule == "linear" and config.use_lora is True and config.layers == [0, 1]
     assert config.dataset is None
@@ -51,15 +53,18 @@ def test_unknown_key_on_command_line(recipe):
         parse_config(ToyConfig, ["--config", str(recipe), "--stepz", "3"])
 
 
-@pytest.mark.parametrize("argv,fragment", [
-    (["--steps", "three"], "steps: expected int"),
-    (["--steps", "2.5"], "steps: expected int"),
-    (["--learning_rate", "fast"], "learning_rate: expected float"),
-    (["--use_lora", "maybe"], "use_lora: expected true or false"),
-    (["--schedule", "step"], "schedule: expected one of 'linear', 'cosine'"),
-    (["--learning_rate", "-1"], "learning_rate: expected a positive number"),
-    (["--layers", "a,b"], "layers[0]: expected int"),
-])
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["--steps", "three"], "steps: expected int"),
+        (["--steps", "2.5"], "steps: expected int"),
+        (["--learning_rate", "fast"], "learning_rate: expected float"),
+        (["--use_lora", "maybe"], "use_lora: expected true or false"),
+        (["--schedule", "step"], "schedule: expected one of 'linear', 'cosine'"),
+        (["--learning_rate", "-1"], "learning_rate: expected a positive number"),
+        (["--layers", "a,b"], "layers[0]: expected int"),
+    ],
+)
 def test_wrong_types_and_impossible_values_name_the_key(argv, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
         parse_config(ToyConfig, argv)

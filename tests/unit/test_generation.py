@@ -14,7 +14,12 @@ def test_response_mask_stops_after_first_eos():
 def test_generate_left_pads_and_masks(tiny_model_dir):
     tokenizer = load_tokenizer(str(tiny_model_dir))
     model = load_causal_lm(str(tiny_model_dir), tokenizer)
-    batch = generate(model, tokenizer, ["the movie", "a dull film with a terrible plot"], SamplingSettings(max_new_tokens=6))
+    batch = generate(
+        model,
+        tokenizer,
+        ["the movie", "a dull film with a terrible plot"],
+        SamplingSettings(max_new_tokens=6),
+    )
     assert batch.query_ids[0, 0].item() == tokenizer.pad_token_id  # the short prompt is left-padded
     assert batch.query_mask[0, 0].item() == 0 and batch.query_mask[1].all()
     assert batch.response_ids.shape == batch.response_mask.shape

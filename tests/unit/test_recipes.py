@@ -30,7 +30,9 @@ def test_stage_recipe_parses(recipe):
     config = parse_config(module.Config, ["--config", str(recipe)])
     assert config.stage == stage
     header = recipe.read_text().splitlines()[0]
-    assert header.startswith("#"), f"{recipe}: start with a comment saying what it is for and how to launch it"
+    assert header.startswith("#"), (
+        f"{recipe}: start with a comment saying what it is for and how to launch it"
+    )
 
 
 @pytest.mark.parametrize("accelerate_config", ACCELERATE, ids=lambda p: p.name)
