@@ -21,7 +21,7 @@ ACCELERATE = str(Path(sys.executable).parent / "accelerate")
         ("zero3", "DEEPSPEED"),
     ],
 )
-def test_two_process_training_step(strategy, expected_type):
+def test_two_process_training_step(strategy, expected_type, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [
@@ -30,6 +30,7 @@ def test_two_process_training_step(strategy, expected_type):
             "--config_file",
             f"configs/accelerate/{strategy}.yaml",
             "tests/distributed/train_step.py",
+            str(tmp_path),
         ],
         cwd=REPO,
         env=env,
@@ -38,7 +39,7 @@ def test_two_process_training_step(strategy, expected_type):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    reports = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("rank*.json"))]
     assert sorted(r["rank"] for r in reports) == [0, 1]
     for report in reports:
         assert report["world_size"] == 2

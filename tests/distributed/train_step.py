@@ -1,4 +1,6 @@
-"""One tiny training step under whatever `accelerate launch` configured; prints one JSON line per rank.
+"""One tiny training step under whatever `accelerate launch` configured; writes `<out>/rank<N>.json` per rank.
+
+Each rank writes its own file: lines printed by two processes to one stdout can interleave.
 
 Used by test_launch.py to check that the shipped accelerate configs really start 2 processes on CPU
 and that DDP, ZeRO-2 and ZeRO-3 all train.
@@ -6,6 +8,7 @@ and that DDP, ZeRO-2 and ZeRO-3 all train.
 
 import json
 import sys
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -31,18 +34,13 @@ def main() -> None:
         optimizer.step()
         optimizer.zero_grad()
         losses.append(loss.item())
-    print(
-        json.dumps(
-            {
-                "rank": accelerator.process_index,
-                "world_size": accelerator.num_processes,
-                "distributed_type": str(accelerator.distributed_type),
-                "losses": losses,
-            }
-        ),
-        flush=True,
-    )
-    sys.stdout.flush()
+    report = {
+        "rank": accelerator.process_index,
+        "world_size": accelerator.num_processes,
+        "distributed_type": str(accelerator.distributed_type),
+        "losses": losses,
+    }
+    Path(sys.argv[1], f"rank{accelerator.process_index}.json").write_text(json.dumps(report))
 
 
 if __name__ == "__main__":
