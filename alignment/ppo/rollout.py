@@ -7,6 +7,7 @@ and lines up with `response_ids` and `response_mask` from `alignment.core.genera
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -106,6 +107,23 @@ def concat_sequences(
     return input_ids, attention_mask, position_ids_from_mask(attention_mask)
 
 
+def sequence_chunks(
+    rollouts: Rollouts, chunk_size: int
+) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Rows of `rollouts` in chunks, each with its `[query | response]` input_ids, attention_mask, position_ids."""
+    for start in range(0, len(rollouts), chunk_size):
+        rows = slice(start, start + chunk_size)
+        yield (
+            rows,
+            *concat_sequences(
+                rollouts.query_ids[rows],
+                rollouts.query_mask[rows],
+                rollouts.response_ids[rows],
+                rollouts.response_mask[rows],
+            ),
+        )
+
+
 def response_slice(per_position: torch.Tensor, query_len: int, response_len: int) -> torch.Tensor:
     """The positions whose outputs belong to response tokens: [batch, seq, ...] -> [batch, response_len, ...]."""
     return per_position[:, query_len - 1 : query_len - 1 + response_len]
@@ -123,14 +141,7 @@ def policy_logprobs_and_values(
     """Old log-probs and values of the sampled responses from the (prepared) PolicyAndValue model."""
     logprobs, values = [], []
     query_len, response_len = rollouts.query_ids.shape[1], rollouts.response_ids.shape[1]
-    for start in range(0, len(rollouts), chunk_size):
-        rows = slice(start, start + chunk_size)
-        input_ids, attention_mask, position_ids = concat_sequences(
-            rollouts.query_ids[rows],
-            rollouts.query_mask[rows],
-            rollouts.response_ids[rows],
-            rollouts.response_mask[rows],
-        )
+    for rows, input_ids, attention_mask, position_ids in sequence_chunks(rollouts, chunk_size):
         logits, all_values = model(input_ids, attention_mask, position_ids)
         logits = scaled_logits(response_slice(logits, query_len, response_len), temperature)
         logprobs.append(logprobs_from_logits(logits, rollouts.response_ids[rows]))
@@ -145,14 +156,7 @@ def reference_logprobs(
     """Log-probs of the sampled responses under a frozen causal LM (the reference policy)."""
     logprobs = []
     query_len, response_len = rollouts.query_ids.shape[1], rollouts.response_ids.shape[1]
-    for start in range(0, len(rollouts), chunk_size):
-        rows = slice(start, start + chunk_size)
-        input_ids, attention_mask, position_ids = concat_sequences(
-            rollouts.query_ids[rows],
-            rollouts.query_mask[rows],
-            rollouts.response_ids[rows],
-            rollouts.response_mask[rows],
-        )
+    for rows, input_ids, attention_mask, position_ids in sequence_chunks(rollouts, chunk_size):
         logits = reference(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).logits
