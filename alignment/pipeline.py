@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from alignment.cli import COMMANDS
+from alignment.cli import COMMANDS, CONFIGS, config_class
 from alignment.core.config import ConfigError, StageConfig, parse_config, require
-from alignment.core.launch import start_run
+from alignment.core.errors import UserError, run_cli
 from alignment.core.paths import REPO_ROOT, resolve_path
+from alignment.core.runs import start_run
 
 DEFAULT_STAGES = ["prepare", "pretrain", "sft", "reward", "ppo", "evaluate"]
 DEFAULT_RECIPES = {
@@ -51,15 +52,27 @@ DEFAULT_RECIPES = {
 # PPO from the SFT policy against the reward model, and evaluation compares SFT with PPO.
 DEFAULT_INPUTS: dict[str, dict[str, Any]] = {
     "sft": {"model": "{pretrain}"},
-    "reward": {"model_name_or_path": "{sft}"},
-    "ppo": {"policy_model": "{sft}", "reward_model": "{reward}"},
+    "reward": {"model": "{sft}"},
+    "ppo": {"model": "{sft}", "reward_model": "{reward}"},
     "evaluate": {"models": {"sft": "{sft}", "ppo": "{ppo}"}, "reward_model": "{reward}"},
 }
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}")
+# The `accelerate launch` script of a stage, where its name is not `scripts/<stage>.py` (TRL's name for the
+# reward script; a `scripts/reward.py` would shadow the `reward` package for every script run from there).
+SCRIPTS = {"reward": "reward_modeling.py"}
 
 
-class PipelineError(RuntimeError):
-    """A stage failed or cannot start; the message names the stage, its command and its log file."""
+class PipelineError(UserError):
+    """The pipeline cannot start: a recipe is missing, or a stage needs an output nothing produces."""
+
+
+class StageFailed(RuntimeError):
+    """A stage process exited with an error; carries its exit code, its one-line error and its log file."""
+
+    def __init__(self, stage: str, returncode: int, error: str, log_path: Path):
+        what = f"failed with exit code {returncode}" if returncode else "finished without its output"
+        super().__init__(f"stage '{stage}' {what}: {error} (log: {log_path})")
+        self.returncode = returncode or 1
 
 
 @dataclass
@@ -127,6 +140,12 @@ class Config(StageConfig):
     def validate(self) -> None:
         """Reject unknown stages and wiring that points forward in time, naming the key."""
         super().validate()
+        require(
+            self.output_dir is None,
+            "output_dir",
+            "null: a pipeline writes <output_root>/<run_name>/<stage>/ for each stage (set those two instead)",
+            self.output_dir,
+        )
         require(bool(self.stages), "stages", "a non-empty list of stages", self.stages)
         require(len(set(self.stages)) == len(self.stages), "stages", "each stage once", self.stages)
         for stage in self.stages:
@@ -222,13 +241,45 @@ def placeholder_values(config: Config, stage: str) -> dict[str, str]:
     return names
 
 
+def stage_arguments(config: Config, stage: str) -> list[str]:
+    """The options `stage` is run with: its recipe, the run folder, its inputs and overrides."""
+    names = placeholder_values(config, stage)
+    arguments = ["--config", str(config.recipes[stage])] if config.recipes.get(stage) else []
+    arguments += ["--run_name", config.run_name, "--output_root", config.output_root]
+    options = {**fill(config.inputs.get(stage, {}), names), **fill(config.overrides.get(stage, {}), names)}
+    for key, value in options.items():
+        arguments += [f"--{key}", as_cli_value(value)]
+    return arguments
+
+
+def check_stage_configs(config: Config) -> None:
+    """Parse every stage's options with its config class before anything runs.
+
+    A bad option in the last stage then fails now, not after the first stages spent their minutes.
+    """
+    for stage in config.stages:
+        recipe = config.recipes.get(stage)
+        if recipe and not Path(recipe).is_file():
+            raise PipelineError(
+                f"recipes.{stage}: {recipe} does not exist (paths are relative to {Path.cwd()})"
+            )
+        if stage in config.commands or stage not in CONFIGS:
+            continue  # a user's own command: its options are its own business
+        try:
+            stage_config = parse_config(config_class(stage), stage_arguments(config, stage))
+            if hasattr(stage_config, "check_models"):
+                stage_config.check_models()
+        except ConfigError as err:
+            raise ConfigError(f"stage '{stage}': {err}") from None
+
+
 def build_command(config: Config, stage: str) -> list[str]:
     """The full command line that runs `stage` as its own process."""
     names = placeholder_values(config, stage)
     if stage in config.commands:
         command = fill(list(config.commands[stage]), names)
     elif stage in config.accelerate:
-        script = REPO_ROOT / "scripts" / f"{stage}.py"
+        script = REPO_ROOT / "scripts" / SCRIPTS.get(stage, f"{stage}.py")
         command = [
             sys.executable,
             "-m",
@@ -239,13 +290,7 @@ def build_command(config: Config, stage: str) -> list[str]:
         ]
     else:
         command = [sys.executable, "-m", "alignment.cli", stage]
-    if config.recipes.get(stage):
-        command += ["--config", str(config.recipes[stage])]
-    command += ["--run_name", config.run_name, "--output_root", config.output_root]
-    options = {**fill(config.inputs.get(stage, {}), names), **fill(config.overrides.get(stage, {}), names)}
-    for key, value in options.items():
-        command += [f"--{key}", as_cli_value(value)]
-    return command
+    return command + stage_arguments(config, stage)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,23 +344,21 @@ def write_json_atomic(data: dict[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
-def tail(path: Path, lines: int = 15) -> str:
-    """The last lines of a log file (for error messages)."""
-    if not path.is_file():
-        return ""
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+def error_line(log_path: Path) -> str:
+    """The error a failed stage printed: its `alignment <stage>: error:` line, else its log's last line."""
+    if not log_path.is_file():
+        return "no log"
+    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("alignment ") and (": error: " in line or ": interrupted" in line):
+            return line
+    return lines[-1] if lines else "no output"
 
 
 def run(config: Config) -> dict[str, Any]:
     """Run the stages in order, skipping done ones; return {stage: {status, wall_s}} and the totals."""
     started = time.perf_counter()
-    # Fail before spending minutes on early stages when a later stage's recipe is missing.
-    for stage in config.stages:
-        recipe = config.recipes.get(stage)
-        if recipe and not Path(recipe).is_file():
-            raise PipelineError(
-                f"recipes.{stage}: {recipe} does not exist (paths are relative to {Path.cwd()})"
-            )
+    check_stage_configs(config)  # fail before spending minutes on early stages
     pipeline_dir = start_run(config) if not config.dry_run else config.run_dir
     ran: set[str] = set()
     summary: dict[str, dict[str, Any]] = {}
@@ -354,16 +397,9 @@ def run(config: Config) -> dict[str, Any]:
         wall_s = round(time.perf_counter() - t0, 2)
         missing = [str(p) for p in expected_outputs(config, stage) if not p.exists()]
         if returncode != 0 or missing:
-            why = (
-                f"exited with code {returncode}"
-                if returncode != 0
-                else f"exited 0 but did not write {missing[0]}"
-            )
             _write_summary(pipeline_dir, summary | {stage: {"status": "failed", "wall_s": wall_s}}, started)
-            raise PipelineError(
-                f"stage '{stage}' {why} after {wall_s:.1f}s.\n  command: {shlex.join(command)}\n"
-                f"  log: {log_path}\n  last lines of the log:\n{tail(log_path)}"
-            )
+            error = error_line(log_path) if returncode != 0 else f"{missing[0]} does not exist"
+            raise StageFailed(stage, returncode, error, log_path)
         write_json_atomic(
             {
                 "stage": stage,
@@ -414,11 +450,15 @@ def _print_summary(config: Config, summary: dict[str, dict[str, Any]], result: d
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point for `alignment pipeline` and scripts/pipeline.py."""
-    try:
-        run(parse_config(Config, argv))
-    except (ConfigError, PipelineError) as err:
-        print(f"alignment pipeline: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+
+    def body(args: list[str]) -> dict[str, Any]:
+        try:
+            return run(parse_config(Config, args))
+        except StageFailed as err:
+            print(f"alignment pipeline: {err}", file=sys.stderr)
+            raise SystemExit(err.returncode) from None
+
+    run_cli("pipeline", body, argv)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignment.core.formats import DatasetFormatError, load_dataset_as, read_jsonl
+from alignment.core.formats import DatasetFormatError, detect_format, load_rows, read_jsonl, validate_rows
 from alignment.core.paths import resolve_path
 
 SENTIMENT_SOURCES = ("movie", "amazon", "nyt", "tweets")
@@ -77,14 +77,21 @@ def load_preference_file(source: str, skip_bad_rows: bool = False) -> list[dict]
 
     Rows are validated by `alignment.core.formats` (errors name file, row and key).
     """
-    dataset, report = load_dataset_as(resolve_path(source), skip_bad_rows=skip_bad_rows)
+    rows = load_rows(resolve_path(source))
+    fmt = detect_format(rows.column_names)
+    if fmt not in ("pairs", "rankings"):
+        raise DatasetFormatError(
+            f"{source}: expected comparisons, as pairs (prompt, chosen, rejected) or rankings (prompt, completions, "
+            f"ranks); its columns are {rows.column_names}"
+        )
+    dataset, report = validate_rows(rows, fmt, source, skip_bad_rows=skip_bad_rows)
     if report.skipped:
         print(f"[reward] {report.summary()}")
     pairs: list[dict] = []
     if "ranks" in dataset.column_names:
         for index, row in enumerate(dataset):
             pairs += ranking_to_pairs(
-                row["prompt"], row["completions"], row["ranks"], f"{source}: row {index}"
+                row["prompt"], row["completions"], row["ranks"], f"{source}: row {index + 1}"
             )
         return pairs
     has_margin = "margin" in dataset.column_names

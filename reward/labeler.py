@@ -20,6 +20,7 @@ import argparse
 import math
 import random
 from collections.abc import Callable, Sequence
+from statistics import NormalDist
 
 from alignment.core.formats import DatasetFormatError, read_jsonl, write_jsonl
 from alignment.core.judges import vader_compound
@@ -27,8 +28,7 @@ from alignment.core.judges import vader_compound
 Judge = Callable[[str], float]
 
 
-def _normal_cdf(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+_STANDARD_NORMAL = NormalDist()
 
 
 def judge_score_gaps(score_groups: Sequence[Sequence[float]]) -> list[float]:
@@ -48,7 +48,7 @@ def expected_agreement(gaps: Sequence[float], noise_std: float) -> float:
         raise ValueError("no comparisons with different judge scores: agreement is undefined")
     if noise_std == 0:
         return 1.0
-    return sum(_normal_cdf(gap / (noise_std * math.sqrt(2.0))) for gap in gaps) / len(gaps)
+    return sum(_STANDARD_NORMAL.cdf(gap / (noise_std * math.sqrt(2.0))) for gap in gaps) / len(gaps)
 
 
 def calibrate_noise(gaps: Sequence[float], target_agreement: float, tolerance: float = 1e-4) -> float:
@@ -128,7 +128,7 @@ def label_rows(
             or len(row["completions"]) < 2
         ):
             raise DatasetFormatError(
-                f"row {index}: expected prompt (str) and completions (a list of >= 2 strings)"
+                f"row {index + 1}: expected prompt (str) and completions (a list of >= 2 strings)"
             )
     score_groups = [[judge(row["prompt"] + c) for c in row["completions"]] for row in rows]
     gaps = judge_score_gaps(score_groups)

@@ -25,8 +25,15 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from alignment.core.models import DEFAULT_CHAT_TEMPLATE, ModelLoadError, ensure_pad_token
-from alignment.core.paths import resolve_path
+from alignment.core.models import (
+    DEFAULT_CHAT_TEMPLATE,
+    ModelLoadError,
+    ensure_pad_token,
+    loading,
+    max_positions,
+    model_folder,
+)
+from alignment.core.tokens import position_ids_from_mask
 
 # Backbones whose classification head pools the first ([CLS]) token rather than the last real one.
 ENCODER_MODEL_TYPES = {
@@ -49,17 +56,11 @@ def is_encoder(config: PretrainedConfig) -> bool:
     return config.model_type in ENCODER_MODEL_TYPES
 
 
-def _folder(name_or_path: str) -> str:
-    path = resolve_path(name_or_path)
-    if (path.startswith((".", "/")) or name_or_path.startswith("cache://")) and not Path(path).is_dir():
-        hint = " (run `alignment prepare` first)" if name_or_path.startswith("cache://") else ""
-        raise ModelLoadError(f"model folder {path} does not exist{hint}")
-    return path
-
-
 def load_backbone_tokenizer(name_or_path: str, encoder: bool) -> PreTrainedTokenizerBase:
     """Tokenizer for a new reward model: a pad token distinct from EOS (decoders) and a chat template."""
-    tokenizer = AutoTokenizer.from_pretrained(_folder(name_or_path))
+    folder = model_folder(name_or_path)
+    with loading(f"tokenizer {folder}"):
+        tokenizer = AutoTokenizer.from_pretrained(folder)
     if encoder:
         if tokenizer.pad_token is None:
             raise ModelLoadError(f"encoder tokenizer {name_or_path!r} has no pad token")
@@ -72,16 +73,18 @@ def load_backbone_tokenizer(name_or_path: str, encoder: bool) -> PreTrainedToken
 
 
 def build_reward_model(
-    name_or_path: str, tokenizer_name_or_path: str | None = None
+    name_or_path: str, tokenizer: str | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A reward model from any backbone folder (an SFT causal LM, MiniLM, ...): a fresh scalar head on top.
 
     Returns the model and its tokenizer, with `config.pad_token_id` set to the tokenizer's pad id.
     """
-    path = _folder(name_or_path)
-    encoder = is_encoder(AutoConfig.from_pretrained(path))
-    tokenizer = load_backbone_tokenizer(tokenizer_name_or_path or name_or_path, encoder)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    path = model_folder(name_or_path)
+    with loading(f"model {path}"):
+        encoder = is_encoder(AutoConfig.from_pretrained(path))
+    tokenizer = load_backbone_tokenizer(tokenizer or name_or_path, encoder)
+    with loading(f"model {path}"):
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -108,9 +111,10 @@ def check_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) 
 
 def load_reward_model(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a saved reward model and its own tokenizer, in eval mode; checks the pad-token set-up."""
-    folder = _folder(path)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
+    folder = model_folder(path)
+    with loading(f"reward model {folder}"):
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
     if model.config.num_labels != 1:
         raise ModelLoadError(f"{folder}: a reward model needs num_labels=1, found {model.config.num_labels}")
     check_pad_token(model, tokenizer)
@@ -119,12 +123,18 @@ def load_reward_model(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
 
 def load_reward_stats(path: str) -> dict[str, float]:
     """`reward_stats.json` of a saved reward model: {mean, std, eval_accuracy}."""
-    stats_path = Path(_folder(path)) / STATS_FILE
+    stats_path = Path(model_folder(path)) / STATS_FILE
     if not stats_path.is_file():
         raise ModelLoadError(
-            f"{stats_path} does not exist: was the reward model trained by `alignment reward`?"
+            f"{stats_path} does not exist: was the reward model trained by `alignment reward`? "
+            "(or set normalize_reward: false)"
         )
-    return json.loads(stats_path.read_text())
+    try:
+        stats = json.loads(stats_path.read_text())
+        float(stats["mean"]), float(stats["std"])
+    except (ValueError, KeyError, TypeError):
+        raise ModelLoadError(f"{stats_path}: expected JSON with numbers 'mean' and 'std'") from None
+    return stats
 
 
 def encode_texts(
@@ -163,9 +173,11 @@ def pad_batch(
         span = slice(width - len(ids), width) if padding_side == "left" else slice(0, len(ids))
         input_ids[row, span] = torch.tensor(ids, dtype=torch.long)
         attention_mask[row, span] = 1
-    # Real tokens get positions 0..n-1 wherever the padding is; pads get 0 (they are masked anyway).
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "position_ids": position_ids_from_mask(attention_mask),
+    }
 
 
 @torch.no_grad()
@@ -181,6 +193,11 @@ def score_texts(
     Padding follows `tokenizer.padding_side` (encoders always pad on the right: they pool the first token).
     """
     encoder = is_encoder(model.config)
+    limit = max_positions(model.config)
+    if (
+        limit is not None
+    ):  # longer texts are cut at the model's positions (past them it would index out of range)
+        max_length = min(max_length, limit)
     side = "right" if encoder else tokenizer.padding_side
     device = next(model.parameters()).device
     was_training = model.training

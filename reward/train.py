@@ -1,7 +1,7 @@
 """Stage 2: train a scalar reward model on pairwise preferences (Bradley-Terry), with TRL's RewardTrainer.
 
     alignment reward --config configs/reward/tiny.yaml
-    accelerate launch --config_file configs/accelerate/zero3.yaml scripts/reward.py --config configs/reward/tiny.yaml
+    accelerate launch --config_file configs/accelerate/zero3.yaml scripts/reward_modeling.py --config configs/reward/tiny.yaml
 
 TRL's RewardTrainer brings the model/pad-token set-up, DeepSpeed/DDP and logging; we subclass it only to weight
 pairs (all pairs of one K-way ranking share weight 1/C(K,2)) and to report accuracy by rating gap on held-out
@@ -12,26 +12,26 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import datasets
 import torch
 from transformers import EvalPrediction
-from transformers.trainer_utils import get_last_checkpoint
 from trl import RewardConfig, RewardTrainer
 
-from alignment.core.config import ConfigError, StageConfig, parse_config, require
+from alignment.core.config import ConfigError, parse_config
+from alignment.core.errors import run_cli
 from alignment.core.launch import (
     is_main_process,
     prepare_cpu_distributed,
     seed_everything,
-    start_run,
     trainer_backend_kwargs,
 )
 from alignment.core.logging import MetricsCallback, MetricsLogger, write_model_card
+from alignment.core.models import check_length
+from alignment.core.runs import checkpoint_dir, resume_checkpoint, save_model_folder, start_run
 from reward import data as rdata
+from reward.config import Config
 from reward.losses import bradley_terry_loss, center_rewards_penalty, pairwise_metrics
 from reward.model import (
     STATS_FILE,
@@ -42,152 +42,8 @@ from reward.model import (
     pad_batch,
 )
 
-
-@dataclass
-class Config(StageConfig):
-    """Options of `alignment reward`."""
-
-    stage: ClassVar[str] = "reward"
-
-    model_name_or_path: str = field(
-        default="runs/tiny-sentiment/sft/model",
-        metadata={
-            "help": "Backbone: a causal LM folder (usually the SFT model) or an encoder such as "
-            "cache://models/minilm-l6-v2; a fresh scalar head is put on top."
-        },
-    )
-    tokenizer_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "Tokenizer folder, if not the backbone's (the RM keeps its own tokenizer)."},
-    )
-    train_file: str | None = field(
-        default=None,
-        metadata={
-            "help": "Pairs (prompt, chosen, rejected[, margin]) or rankings (prompt, completions, ranks) "
-            "file; null uses the human-rated sentiment snippets (snippets_file)."
-        },
-    )
-    eval_file: str | None = field(
-        default=None,
-        metadata={"help": "Held-out comparisons; null splits train_file by prompt (eval_fraction)."},
-    )
-    eval_fraction: float = field(
-        default=0.1, metadata={"help": "Share of prompts held out when eval_file is null."}
-    )
-    skip_bad_rows: bool = field(
-        default=False, metadata={"help": "Drop and count malformed rows instead of failing."}
-    )
-    snippets_file: str = field(
-        default="cache://datasets/sentiment/snippets.jsonl",
-        metadata={"help": "Human-rated snippets (text, mean_rating, split, source) for the default pairs."},
-    )
-    sources: list[str] = field(
-        default_factory=lambda: list(rdata.SENTIMENT_SOURCES),
-        metadata={"help": "Snippet sources to pair: any of movie, amazon, nyt, tweets."},
-    )
-    min_rating_gap: float = field(
-        default=1.0,
-        metadata={"help": "Pair two snippets only if their mean human ratings differ by at least this."},
-    )
-    eval_min_rating_gap: float = field(
-        default=0.25,
-        metadata={
-            "help": "Minimum rating gap of held-out pairs; below min_rating_gap so accuracy by gap covers "
-            "hard pairs too."
-        },
-    )
-    max_train_pairs: int = field(
-        default=3000, metadata={"help": "Number of snippet pairs drawn for training."}
-    )
-    max_eval_pairs: int = field(
-        default=1000, metadata={"help": "Number of snippet pairs drawn from the held-out texts."}
-    )
-    margin_scale: float = field(
-        default=0.0,
-        metadata={
-            "help": "Loss margin = margin_scale * margin column (rating gap); 0 trains plain Bradley-Terry."
-        },
-    )
-    center_rewards_coefficient: float | None = field(
-        default=None,
-        metadata={"help": "Weight of mean((r_c + r_r)^2), keeping rewards centred; null disables."},
-    )
-    max_length: int = field(
-        default=128, metadata={"help": "Tokens per text (prompt + completion); longer is cut."}
-    )
-    max_indistinguishable_fraction: float = field(
-        default=0.01,
-        metadata={"help": "Fail when more than this share of pairs become identical after truncation."},
-    )
-    gap_edges: list[float] = field(
-        default_factory=lambda: [1.0, 2.0],
-        metadata={"help": "Rating-gap bucket edges for held-out accuracy (gap < 1, 1-2, >= 2)."},
-    )
-    learning_rate: float = field(default=5e-4, metadata={"help": "Peak AdamW learning rate."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    warmup_ratio: float = field(default=0.05, metadata={"help": "Share of steps with linear warm-up."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the training pairs."})
-    max_steps: int = field(
-        default=-1, metadata={"help": "Stop after this many optimizer steps (-1: use epochs)."}
-    )
-    per_device_train_batch_size: int = field(default=16, metadata={"help": "Pairs per device per step."})
-    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Pairs per device per eval step."})
-    gradient_accumulation_steps: int = field(
-        default=1, metadata={"help": "Micro-batches per optimizer step."}
-    )
-    logging_steps: int = field(default=10, metadata={"help": "Log training metrics every this many steps."})
-    eval_steps: int = field(
-        default=0, metadata={"help": "Evaluate every this many steps (0: only at the end)."}
-    )
-    save_steps: int = field(default=500, metadata={"help": "Checkpoint every this many steps."})
-    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
-    resume: bool = field(
-        default=True, metadata={"help": "Resume from the last checkpoint in the run folder."}
-    )
-
-    def validate(self) -> None:
-        """Reject impossible values, naming the key."""
-        super().validate()
-        require(0.0 < self.eval_fraction < 1.0, "eval_fraction", "a number in (0, 1)", self.eval_fraction)
-        unknown = sorted(set(self.sources) - set(rdata.SENTIMENT_SOURCES))
-        require(
-            bool(self.sources) and not unknown,
-            "sources",
-            f"a non-empty subset of {rdata.SENTIMENT_SOURCES}",
-            self.sources,
-        )
-        require(self.min_rating_gap > 0, "min_rating_gap", "> 0", self.min_rating_gap)
-        require(self.eval_min_rating_gap > 0, "eval_min_rating_gap", "> 0", self.eval_min_rating_gap)
-        require(self.max_train_pairs >= 1, "max_train_pairs", ">= 1", self.max_train_pairs)
-        require(self.max_eval_pairs >= 1, "max_eval_pairs", ">= 1", self.max_eval_pairs)
-        require(self.margin_scale >= 0, "margin_scale", ">= 0", self.margin_scale)
-        require(self.max_length >= 8, "max_length", ">= 8", self.max_length)
-        require(
-            0 <= self.max_indistinguishable_fraction <= 1,
-            "max_indistinguishable_fraction",
-            "a number in [0, 1]",
-            self.max_indistinguishable_fraction,
-        )
-        require(
-            list(self.gap_edges) == sorted(self.gap_edges) and len(self.gap_edges) >= 1,
-            "gap_edges",
-            "a non-empty increasing list",
-            self.gap_edges,
-        )
-        require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
-        for key in (
-            "per_device_train_batch_size",
-            "per_device_eval_batch_size",
-            "gradient_accumulation_steps",
-            "logging_steps",
-            "save_steps",
-            "save_total_limit",
-        ):
-            require(getattr(self, key) >= 1, key, ">= 1", getattr(self, key))
-        require(self.max_steps == -1 or self.max_steps >= 1, "max_steps", "-1 or >= 1", self.max_steps)
-        require(self.num_train_epochs > 0, "num_train_epochs", "> 0", self.num_train_epochs)
-        require(self.eval_steps >= 0, "eval_steps", ">= 0", self.eval_steps)
+# Keys that may change between a run and its resumption without mixing two runs.
+RESUMABLE = {"eval_steps", "per_device_eval_batch_size", "gap_edges"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,7 +129,7 @@ def make_compute_metrics(gap_edges: list[float]):
 
 def load_pairs(config: Config) -> tuple[list[dict], list[dict], str]:
     """Train and held-out pairs from the configured source, and a one-line description of where they came from."""
-    if config.train_file is None:
+    if config.train_data is None:
         snippets = rdata.read_snippets(config.snippets_file, config.sources)
         train = rdata.sentiment_pairs(
             snippets, "train", config.min_rating_gap, config.max_train_pairs, config.seed
@@ -286,18 +142,18 @@ def load_pairs(config: Config) -> tuple[list[dict], list[dict], str]:
             f"rating gap >= {config.min_rating_gap}, held-out >= {config.eval_min_rating_gap}; split by text)"
         )
         return train, evaluation, origin
-    pairs = rdata.load_preference_file(config.train_file, config.skip_bad_rows)
-    if config.eval_file is not None:
-        evaluation = rdata.load_preference_file(config.eval_file, config.skip_bad_rows)
+    pairs = rdata.load_preference_file(config.train_data, config.skip_bad_rows)
+    if config.eval_data is not None:
+        evaluation = rdata.load_preference_file(config.eval_data, config.skip_bad_rows)
         train = pairs
     else:
         train, evaluation = rdata.split_by_group(pairs, config.eval_fraction, config.seed)
     if not train or not evaluation:
         raise ConfigError(
-            f"train_file: {config.train_file} gave {len(train)} train and {len(evaluation)} eval pairs; "
-            "need both (add rows or an eval_file)"
+            f"train_data: {config.train_data} gave {len(train)} train and {len(evaluation)} eval pairs; "
+            "need both (add rows or an eval_data file)"
         )
-    return train, evaluation, f"{config.train_file}" + (f" / {config.eval_file}" if config.eval_file else "")
+    return train, evaluation, f"{config.train_data}" + (f" / {config.eval_data}" if config.eval_data else "")
 
 
 def run(config: Config) -> dict[str, Any]:
@@ -305,11 +161,13 @@ def run(config: Config) -> dict[str, Any]:
     # step 1. processes, seeds and the run folder
     prepare_cpu_distributed()
     seed_everything(config.seed)
+    checkpoint = resume_checkpoint(config, RESUMABLE)  # before start_run rewrites config.yaml
     run_dir = start_run(config)
     logger = MetricsLogger(run_dir, tensorboard=False)
 
     # step 2. the model, and the start-up checks that catch a score read at the wrong position
-    model, tokenizer = build_reward_model(config.model_name_or_path, config.tokenizer_name_or_path)
+    model, tokenizer = build_reward_model(config.model, config.tokenizer)
+    check_length(config.max_length, "max_length", model, f"the backbone {config.model}")
     check_score_position(model, tokenizer)
     encoder = is_encoder(model.config)
 
@@ -338,9 +196,8 @@ def run(config: Config) -> dict[str, Any]:
 
     # step 4. train (TRL RewardTrainer, our weighted loss), resuming from the last checkpoint if any
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
-    checkpoint_dir = run_dir / "checkpoints"
     args = RewardConfig(
-        output_dir=str(checkpoint_dir),
+        output_dir=str(checkpoint_dir(run_dir)),
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
         warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a share of the steps
@@ -377,51 +234,47 @@ def run(config: Config) -> dict[str, Any]:
         callbacks=[MetricsCallback(run_dir)],
         use_margin=config.margin_scale > 0,
     )
-    last = get_last_checkpoint(str(checkpoint_dir)) if config.resume and checkpoint_dir.is_dir() else None
-    trainer.train(resume_from_checkpoint=last)
+    if checkpoint is not None:
+        print(f"[reward] resuming from {checkpoint}")
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     # step 5. held-out evaluation: pairwise accuracy, by rating gap, reward mean/std
     eval_metrics = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
 
-    # step 6. save the final model atomically: write a temp folder, then rename it into place
-    final_dir, tmp_dir = run_dir / "model", run_dir / "model.tmp"
-    trainer.save_model(str(tmp_dir))  # every rank takes part (ZeRO-3 gathers the shards)
+    # step 6. save the final model atomically, with the reward statistics PPO normalises scores by
     stats = {
         "mean": eval_metrics["reward_mean"],
         "std": eval_metrics["reward_std"],
         "eval_accuracy": eval_metrics["pairwise_accuracy"],
     }
+    card_metrics = {
+        k: v for k, v in eval_metrics.items() if not k.startswith(("runtime", "samples_", "steps_"))
+    }
+    notes = (
+        f"Scalar reward model (`AutoModelForSequenceClassification`, num_labels=1) trained with the "
+        f"Bradley-Terry loss on {origin}: {len(train_pairs)} train / {len(eval_pairs)} held-out pairs. "
+        f"Load with `reward.model.load_reward_model`; `{STATS_FILE}` holds the reward mean/std on held-out "
+        f"texts for PPO normalisation."
+    )
+    save_model_folder(
+        run_dir / "model",
+        lambda folder: trainer.save_model(str(folder)),  # every rank takes part (ZeRO-3 gathers the shards)
+        tokenizer=tokenizer,
+        card=lambda folder: write_model_card(folder, "reward", config.to_dict(), card_metrics, notes=notes),
+        extra_files={STATS_FILE: json.dumps(stats, indent=2) + "\n"},
+        is_main=trainer.is_world_process_zero(),
+        barrier=trainer.accelerator.wait_for_everyone,
+    )
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(tmp_dir))
-        (tmp_dir / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
-        card_metrics = {
-            k: v for k, v in eval_metrics.items() if not k.startswith(("runtime", "samples_", "steps_"))
-        }
-        write_model_card(
-            tmp_dir,
-            "reward",
-            config.to_dict(),
-            card_metrics,
-            notes=(
-                f"Scalar reward model (`AutoModelForSequenceClassification`, num_labels=1) trained with the "
-                f"Bradley-Terry loss on {origin}: {len(train_pairs)} train / {len(eval_pairs)} held-out pairs. "
-                f"Load with `reward.model.load_reward_model`; `{STATS_FILE}` holds the reward mean/std on held-out "
-                f"texts for PPO normalisation."
-            ),
-        )
-        if final_dir.exists():
-            shutil.rmtree(final_dir)
-        os.replace(tmp_dir, final_dir)
         logger.log(trainer.state.global_step, {f"final/{k}": v for k, v in eval_metrics.items()})
         print(f"[reward] held-out: {json.dumps({k: round(v, 4) for k, v in eval_metrics.items()})}")
-    trainer.accelerator.wait_for_everyone()
     logger.close()
     return eval_metrics
 
 
 def main(argv: list[str] | None = None) -> None:
     """`alignment reward [--config file.yaml] [--key value ...]`."""
-    run(parse_config(Config, argv))
+    run_cli("reward", lambda args: run(parse_config(Config, args)), argv)
 
 
 if __name__ == "__main__":

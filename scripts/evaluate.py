@@ -6,14 +6,7 @@ Evaluation runs in one process (the models are small enough; nothing to shard):
 Any key can be overridden: `--models '{sft: runs/demo/sft/model, ppo: runs/demo/ppo/model}' --max_prompts 64`.
 """
 
-import sys
-from pathlib import Path
-
-# Python puts this file's folder first on sys.path, where scripts/reward.py would shadow the `reward` package
-# that evaluation loads the reward model from.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-from alignment.evaluate.run import main  # noqa: E402
+from alignment.evaluate.run import main
 
 if __name__ == "__main__":
     main()

@@ -8,7 +8,7 @@ Two processes (DDP over gloo on CPU), ZeRO-2 or ZeRO-3:
 Any config key can be overridden: `--max_steps 20 --peft lora`.
 """
 
-from alignment.sft import main
+from alignment.sft.train import main
 
 if __name__ == "__main__":
     main()

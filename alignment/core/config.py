@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import sys
 import types
 import typing
@@ -21,11 +22,14 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 
+from alignment.core.errors import ConfigError, one_line
+
 C = TypeVar("C", bound="StageConfig")
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid; the message names the key and what was expected."""
+# Keys with one meaning in every stage that has them, checked once here (see `StageConfig.validate`).
+RESUME_HELP = (
+    "auto: continue from the newest complete checkpoint in the run folder, if any (refused when the config "
+    "changed); never: start fresh; or a checkpoint folder to continue from."
+)
 
 
 @dataclass
@@ -48,9 +52,41 @@ class StageConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise `ConfigError` for impossible values; stages extend this."""
+        """Raise `ConfigError` for impossible values; stages extend this.
+
+        Checked here for every stage: no float setting is NaN or infinite, and the keys that several stages
+        share (resume, learning_rate, warmup_ratio, save_steps, ...) mean the same and take the same values.
+        """
         if not self.run_name or "/" in self.run_name:
             raise ConfigError(f"run_name: expected a non-empty name without '/', got {self.run_name!r}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name}: expected a finite number, got {value!r}")
+        checks = {
+            "learning_rate": (lambda v: v > 0, "a number > 0"),
+            "max_grad_norm": (lambda v: v >= 0, "a number >= 0 (0 turns clipping off)"),
+            "weight_decay": (lambda v: v >= 0, "a number >= 0"),
+            "warmup_ratio": (lambda v: 0 <= v < 1, "a share of the steps in [0, 1)"),
+            "eval_fraction": (lambda v: 0 <= v < 1, "a share in [0, 1)"),
+            "save_steps": (lambda v: v >= 0, "an int >= 0 (0: no checkpoints during training)"),
+            "save_total_limit": (lambda v: v >= 1, "an int >= 1"),
+            "logging_steps": (lambda v: v >= 1, "an int >= 1"),
+            "eval_steps": (lambda v: v >= 0, "an int >= 0 (0: only at the end)"),
+            "max_steps": (lambda v: v == -1 or v >= 1, "-1 (use num_train_epochs) or an int >= 1"),
+            "num_train_epochs": (lambda v: v > 0, "a number > 0"),
+            "gradient_accumulation_steps": (lambda v: v >= 1, "an int >= 1"),
+            "per_device_train_batch_size": (lambda v: v >= 1, "an int >= 1"),
+            "per_device_eval_batch_size": (lambda v: v >= 1, "an int >= 1"),
+            "max_length": (lambda v: v >= 2, "an int >= 2"),
+        }
+        for key, (ok, expected) in checks.items():
+            value = getattr(self, key, None)
+            if value is not None and not isinstance(value, bool) and not ok(value):
+                raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+        resume = getattr(self, "resume", None)
+        if resume is not None and (not isinstance(resume, str) or not resume):
+            raise ConfigError(f"resume: expected 'auto', 'never' or a checkpoint folder, got {resume!r}")
 
     @property
     def run_dir(self) -> Path:
@@ -193,12 +229,18 @@ def _split_cli(argv: list[str], bool_keys: set[str]) -> tuple[str | None, dict[s
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with errors that name the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; expected a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {one_line(str(err))}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (expected YAML)") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty; expected a mapping of keys to values")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
     return data
@@ -236,10 +278,10 @@ def parse_config(cls: type[C], argv: list[str] | None = None) -> C:
     bool_keys = {k for k, tp in hints.items() if _strip_optional(tp)[0] is bool}
     config_path, overrides = _split_cli(argv, bool_keys)
     values = load_yaml(config_path) if config_path else {}
-    source = str(config_path) if config_path else "command line"
-    build_config(cls, values, source)  # validates the file alone, so its errors name the file
+    if config_path:
+        build_config(cls, values, str(config_path))  # the file alone first, so its own errors name the file
     values.update(overrides)
-    return build_config(cls, values, source if not overrides else f"{source} + command line")
+    return build_config(cls, values, str(config_path) if config_path and not overrides else "command line")
 
 
 def describe(cls: type[StageConfig]) -> str:

@@ -14,6 +14,7 @@ The formats are the ones TRL and hub datasets use, so a user's own data drops in
 
 Ranks follow the convention "1 is best"; equal ranks are ties. Bad rows raise `DatasetFormatError`
 naming the source, the row and the key, unless the caller asks for bad rows to be skipped and counted.
+Rows are numbered from 1, so in a JSONL file without blank lines row N is line N.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Any
 
 import datasets
 
+from alignment.core.errors import DatasetFormatError, one_line
+
 FORMATS: dict[str, tuple[str, ...]] = {
     "text": ("text",),
     "prompt_completion": ("prompt", "completion"),
@@ -37,10 +40,6 @@ FORMATS: dict[str, tuple[str, ...]] = {
 }
 MESSAGE_ROLES = ("system", "user", "assistant")
 MAX_RANKED_COMPLETIONS = 9
-
-
-class DatasetFormatError(ValueError):
-    """A dataset row does not match its format; the message names source, row and key."""
 
 
 @dataclass
@@ -194,7 +193,7 @@ def validate_rows(
             continue
         key, expected = problem
         if not skip_bad_rows:
-            raise DatasetFormatError(f"{source}: row {index}: key '{key}': expected {expected}")
+            raise DatasetFormatError(f"{source}: row {index + 1}: key '{key}': expected {expected}")
         reason = f"bad '{key.split('[')[0]}'"
         report.skipped[reason] = report.skipped.get(reason, 0) + 1
     if len(keep) < len(dataset):
@@ -226,7 +225,12 @@ def load_rows(source: str | Path, split: str = "train") -> datasets.Dataset:
         if not path.is_file():
             raise DatasetFormatError(f"{path}: file does not exist")
         builder = "csv" if path.suffix == ".csv" else "parquet"
-        return datasets.load_dataset(builder, data_files=str(path), split="train")
+        try:
+            return datasets.load_dataset(builder, data_files=str(path), split="train")
+        except Exception as err:  # noqa: BLE001 - pyarrow and datasets raise many kinds; all mean "unreadable"
+            raise DatasetFormatError(
+                f"{path}: not a readable {builder} file ({one_line(str(err))[:200]})"
+            ) from None
     if path.exists() or "/" not in str(source) or str(source).startswith((".", "/")):
         raise DatasetFormatError(
             f"{source}: not a dataset file or folder (expected .jsonl, .json, .csv, .parquet)"
@@ -237,8 +241,15 @@ def load_rows(source: str | Path, split: str = "train") -> datasets.Dataset:
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSONL file; a malformed line raises `DatasetFormatError` naming the file and line."""
     rows = []
-    with Path(path).open() as f:
-        for number, line in enumerate(f, start=1):
+    with Path(path).open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DatasetFormatError(
+                    f"{path}: line {number}: not UTF-8 text (byte {err.start + 1} of the line); "
+                    "save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -258,7 +269,10 @@ def _json_kind(value: Any) -> str:
         return "a boolean"
     if isinstance(value, (int, float)):
         return "a number"
-    return {str: "a string", list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+    if isinstance(value, list):  # Arrow needs one element type too: [1, 2] and ["1", "2"] do not mix
+        kinds = sorted({_json_kind(v) for v in value if v is not None})
+        return f"a list of {' and '.join(k.removeprefix('a ') + 's' for k in kinds)}" if kinds else "a list"
+    return {str: "a string", dict: "a mapping"}.get(type(value), type(value).__name__)
 
 
 def _dataset_from_rows(rows: list[dict[str, Any]], source: str) -> datasets.Dataset:
@@ -269,25 +283,43 @@ def _dataset_from_rows(rows: list[dict[str, Any]], source: str) -> datasets.Data
     """
     try:
         return datasets.Dataset.from_list(rows)
-    except (TypeError, ValueError) as err:  # pyarrow's ArrowTypeError/ArrowInvalid subclass these
+    except (
+        TypeError,
+        ValueError,
+        OverflowError,
+    ) as err:  # pyarrow's ArrowTypeError/ArrowInvalid subclass these
         first_kind: dict[str, tuple[int, str]] = {}
         for index, row in enumerate(rows):
             if not isinstance(row, dict):
-                raise DatasetFormatError(f"{source}: row {index}: expected a JSON object") from None
+                raise DatasetFormatError(f"{source}: row {index + 1}: expected a JSON object") from None
             for key, value in row.items():
                 if value is None:
                     continue
                 kind = _json_kind(value)
+                if " and " in kind:
+                    raise DatasetFormatError(
+                        f"{source}: row {index + 1}: key '{key}': expected a list of one kind, got {kind}"
+                    ) from None
+                if kind == "a list":  # an empty list fits any list column
+                    continue
                 seen = first_kind.setdefault(key, (index, kind))
                 if seen[1] != kind:
                     raise DatasetFormatError(
-                        f"{source}: row {index}: key '{key}': expected {seen[1]} like row {seen[0]}, got {kind}"
+                        f"{source}: row {index + 1}: key '{key}': expected {seen[1]} like row {seen[0] + 1}, "
+                        f"got {kind}"
                     ) from None
-        raise DatasetFormatError(f"{source}: rows do not fit one table ({err})") from None
+        raise DatasetFormatError(
+            f"{source}: rows do not fit one table ({one_line(str(err))[:200]})"
+        ) from None
 
 
 def _read_json(path: Path) -> datasets.Dataset:
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise DatasetFormatError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise DatasetFormatError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from None
     if isinstance(data, dict):
         data = data.get("data", data.get("rows"))
     if not isinstance(data, list):

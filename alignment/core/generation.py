@@ -13,6 +13,10 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from alignment.core.errors import ConfigError
+from alignment.core.models import max_positions
+from alignment.core.tokens import padding_side
+
 
 @dataclass
 class SamplingSettings:
@@ -73,11 +77,22 @@ def generate(
     settings: SamplingSettings,
     max_prompt_length: int | None = None,
 ) -> GeneratedBatch:
-    """Sample one response per prompt in a single batch (callers chunk large prompt lists)."""
+    """Sample one response per prompt in a single batch (callers chunk large prompt lists).
+
+    Prompt plus response must fit the model's positions: prompts are truncated to `max_prompt_length` and
+    to what the positions leave after `max_new_tokens`; a response length that alone fills them is refused.
+    """
     device = next(model.parameters()).device
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
+    limit = max_positions(model.config)
+    if limit is not None:
+        if settings.max_new_tokens >= limit:
+            raise ConfigError(
+                f"max_new_tokens: {settings.max_new_tokens} new tokens leave no room for a prompt in a model "
+                f"with {limit} positions"
+            )
+        room = limit - settings.max_new_tokens
+        max_prompt_length = room if max_prompt_length is None else min(max_prompt_length, room)
+    with padding_side(tokenizer, "left"):
         encoded = tokenizer(
             prompts,
             return_tensors="pt",
@@ -86,8 +101,6 @@ def generate(
             max_length=max_prompt_length,
             add_special_tokens=False,
         ).to(device)
-    finally:
-        tokenizer.padding_side = padding_side
     greedy = settings.temperature <= 0
     kwargs = dict(
         max_new_tokens=settings.max_new_tokens,

@@ -15,7 +15,7 @@ import functools
 import importlib
 from collections.abc import Callable
 
-from alignment.core.config import ConfigError
+from alignment.core.errors import ConfigError
 
 Judge = Callable[[str], float]
 
@@ -36,16 +36,30 @@ def vader_compound(text: str) -> float:
 BUILTIN_JUDGES: dict[str, Judge] = {"vader": vader_compound}
 
 
+def check_judge_spec(spec: object, key: str = "judge") -> None:
+    """Raise `ConfigError` naming `key` unless `spec` is a judge name this module can load.
+
+    Called by every config that names a judge (evaluation, PPO, the simulated labeler), before anything
+    runs; `load_judge` then imports it.
+    """
+    if not isinstance(spec, str) or not spec:
+        raise ConfigError(f"{key}: expected a judge name, got {spec!r}")
+    if spec in BUILTIN_JUDGES:
+        return
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{key} {spec!r}: expected one of {sorted(BUILTIN_JUDGES)} or 'module:function'")
+
+
 def load_judge(spec: str, key: str = "judge") -> Judge:
     """Resolve a judge name: a built-in ("vader") or "module:function" naming any `Callable[[str], float]`.
 
     Errors are `ConfigError`s that start with `key`, the config field that named the judge.
     """
+    check_judge_spec(spec, key)
     if spec in BUILTIN_JUDGES:
         return BUILTIN_JUDGES[spec]
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"{key} {spec!r}: expected one of {sorted(BUILTIN_JUDGES)} or 'module:function'")
+    module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:

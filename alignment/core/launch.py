@@ -11,23 +11,14 @@ import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from alignment.core.config import StageConfig, save_config
+from alignment.core.runs import is_main_process, world_size
 
-
-def world_size() -> int:
-    """Number of processes in this launch (1 when not launched by accelerate/torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    """True on global rank 0; works before any process group exists."""
-    return int(os.environ.get("RANK", "0")) == 0
+__all__ = ["is_main_process", "world_size"]  # re-exported: the process facts every launch-aware module reads
 
 
 def uses_deepspeed() -> bool:
@@ -110,15 +101,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def start_run(config: StageConfig) -> Path:
-    """Create the run folder and write the resolved config into it; return the folder."""
-    run_dir = config.run_dir
-    if is_main_process():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
-    return run_dir
-
-
 # ---------------------------------------------------------------------------------------------
 # DeepSpeed helpers for trainers that drive accelerate themselves (PPO): generation under ZeRO-3,
 # frozen models, and full weights for saving. All take the accelerator and import deepspeed lazily.
@@ -130,6 +112,44 @@ def deepspeed_zero_stage(accelerator: Any) -> int:
     if plugin is None:
         return -1
     return int(plugin.deepspeed_config.get("zero_optimization", {}).get("stage", 0))
+
+
+def zero3_enabled() -> bool:
+    """Whether the Trainer of this process runs under ZeRO-3 (valid once its TrainingArguments exist)."""
+    if not uses_deepspeed():
+        return False
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled()
+
+
+def set_gradient_clipping(accelerator: Any, max_grad_norm: float) -> None:
+    """Clip gradients at `max_grad_norm`: DeepSpeed clips inside its engine, from its config, before `prepare`."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None:
+        plugin.deepspeed_config["gradient_clipping"] = max_grad_norm
+
+
+def forward_module(model: torch.nn.Module) -> torch.nn.Module:
+    """The callable module of a frozen model: a DeepSpeed inference engine's `.module`, else the model itself."""
+    return getattr(model, "module", model) if type(model).__name__ == "DeepSpeedEngine" else model
+
+
+@contextmanager
+def accumulation_step(accelerator: Any, model: torch.nn.Module, last: bool) -> Iterator[None]:
+    """Forward and backward of one micro-batch of a mini-batch; `last` marks the one that ends it.
+
+    Gradients are all-reduced only after the last micro-batch (DDP's `no_sync` before it), `optimizer.step()`
+    applies only then, and under DeepSpeed the engine's own accumulation boundary follows the same flag.
+    This is what `accelerator.accumulate` does by counting calls; PPO marks the boundary itself so that its
+    mini-batch loop stays explicit (and a mini-batch never straddles two PPO epochs).
+    """
+    accelerator.gradient_state._set_sync_gradients(last)  # the flag accumulate() sets; no public setter
+    if last:
+        yield
+        return
+    with accelerator.no_sync(model):
+        yield
 
 
 @contextmanager

@@ -76,11 +76,23 @@ class MetricsLogger:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All rows of a run's `metrics.jsonl` (empty if the file does not exist)."""
+    """All rows of a run's `metrics.jsonl` (empty if the file does not exist).
+
+    A line that does not parse (the half-written last line of a killed run, or of a stage still writing)
+    is skipped.
+    """
     path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
+    if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 class MetricsCallback(TrainerCallback):

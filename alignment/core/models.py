@@ -8,8 +8,11 @@ Two rules every stage relies on (silent failures otherwise, see ../shared/STACK-
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from transformers import (
@@ -23,7 +26,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from alignment.core.errors import ConfigError, ModelLoadError
 from alignment.core.paths import resolve_path
+from alignment.core.runs import safetensors_problem
 
 PAD_TOKEN = "<|pad|>"
 # A plain role-tagged template; the EOS after each turn is what teaches the model to stop.
@@ -35,36 +40,86 @@ DEFAULT_CHAT_TEMPLATE = (
 )
 
 
-class ModelLoadError(ValueError):
-    """A model or tokenizer folder is missing or unusable; the message names it."""
+def looks_like_hub_name(name: str) -> bool:
+    """True for `org/name` or `name` as the hub spells repositories; False for anything shaped like a path."""
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name)) and not name.endswith(
+        (".json", ".safetensors")
+    )
 
 
-def _check_local(name_or_path: str) -> str:
+def model_folder(name_or_path: str) -> str:
+    """The local folder a model name refers to (a `cache://` path resolved), checked to be a model folder.
+
+    Only a name shaped like a hub repository (`org/name`) that is not a folder here is passed on to the hub;
+    anything else (`runs/demo/sft/model`, `./m`, `cache://...`) must be an existing folder with a config or
+    tokenizer in it, and is refused with the path otherwise, before any library sees it.
+    """
     path = resolve_path(name_or_path)
-    looks_local = path.startswith((".", "/")) or Path(path).exists() or name_or_path.startswith("cache://")
-    if looks_local and not Path(path).is_dir():
+    if not Path(path).exists() and looks_like_hub_name(name_or_path):
+        return path
+    if not Path(path).is_dir():
         hint = " (run `alignment prepare` first)" if name_or_path.startswith("cache://") else ""
+        hint = hint or (
+            " (has the stage that writes it run?)" if "runs/" in path or path.startswith("runs") else ""
+        )
         raise ModelLoadError(f"model folder {path} does not exist{hint}")
-    if (
-        looks_local
-        and not (Path(path) / "config.json").exists()
-        and not (Path(path) / "adapter_config.json").exists()
-    ):
-        if not (Path(path) / "tokenizer_config.json").exists():
-            raise ModelLoadError(f"{path} is not a model folder: no config.json or tokenizer files in it")
+    files = {"config.json", "adapter_config.json", "tokenizer_config.json"}
+    if not any((Path(path) / name).is_file() for name in files):
+        raise ModelLoadError(f"{path} is not a model folder: no config.json or tokenizer files in it")
+    for weights in sorted(Path(path).glob("*.safetensors")):
+        problem = safetensors_problem(weights)
+        if problem:
+            raise ModelLoadError(f"{weights}: {problem}; the model folder is damaged (save or copy it again)")
     return path
+
+
+@contextmanager
+def loading(what: str) -> Iterator[None]:
+    """Turn a library's failure to load a model or tokenizer into a one-line `ModelLoadError` naming `what`."""
+    try:
+        yield
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+        message = " ".join(str(err).split())[:300]
+        raise ModelLoadError(f"{what}: cannot be loaded ({type(err).__name__}: {message})") from None
 
 
 def load_tokenizer(
     name_or_path: str, padding_side: Literal["left", "right"] = "right"
 ) -> PreTrainedTokenizerBase:
     """Load a tokenizer with a pad token distinct from EOS and a chat template."""
-    tokenizer = AutoTokenizer.from_pretrained(_check_local(name_or_path))
+    folder = model_folder(name_or_path)
+    with loading(f"tokenizer {folder}"):
+        tokenizer = AutoTokenizer.from_pretrained(folder)
     ensure_pad_token(tokenizer)
     if not tokenizer.chat_template:
         tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
     tokenizer.padding_side = padding_side
     return tokenizer
+
+
+def max_positions(config: Any) -> int | None:
+    """The longest sequence a model's position embeddings cover (None when unbounded, e.g. T5's relative ones)."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_length(length: int, key: str, model: Any, what: str = "the model") -> None:
+    """Raise `ConfigError` naming `key` when `length` tokens do not fit the model's positions.
+
+    Past its positions a learned-position model indexes outside its embedding table (an IndexError deep in
+    a forward pass), so every stage checks its lengths at start-up instead.
+    """
+    limit = max_positions(model.config if hasattr(model, "config") else model)
+    if limit is not None and length > limit:
+        raise ConfigError(
+            f"{key}: {length} tokens do not fit {what}, which has {limit} positions; use at most {limit}"
+        )
 
 
 def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> bool:
@@ -86,7 +141,9 @@ def load_causal_lm(
     name_or_path: str, tokenizer: PreTrainedTokenizerBase | None = None, dtype: torch.dtype = torch.float32
 ) -> PreTrainedModel:
     """Load a causal LM; if `tokenizer` grew a pad token, resize embeddings and record the pad id."""
-    model = AutoModelForCausalLM.from_pretrained(_check_local(name_or_path), dtype=dtype)
+    folder = model_folder(name_or_path)
+    with loading(f"model {folder}"):
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     if tokenizer is not None:
         align_model_to_tokenizer(model, tokenizer)
     return model

@@ -11,7 +11,8 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from alignment.core.generation import GeneratedBatch, SamplingSettings, generate
-from alignment.evaluate.metrics import sequence_kl, token_logprobs
+from alignment.core.tokens import padding_side, response_logprobs, token_logprobs
+from alignment.evaluate.metrics import sequence_kl
 
 
 @dataclass
@@ -48,50 +49,19 @@ def sample_responses(
     return Samples(prompts=list(prompts), texts=texts, lengths=lengths, batches=batches)
 
 
-@torch.no_grad()
-def response_logprobs(
-    model: PreTrainedModel,
-    query_ids: torch.Tensor,
-    query_mask: torch.Tensor,
-    response_ids: torch.Tensor,
-    response_mask: torch.Tensor,
-) -> torch.Tensor:
-    """Log p(response token | everything before it), [batch, response_len]; masked positions hold junk.
-
-    Queries are left-padded, so position ids are counted from each row's first real token, as
-    `generate` does; otherwise a padded row would see shifted positions here but not while sampling.
-    """
-    device = next(model.parameters()).device
-    input_ids = torch.cat([query_ids, response_ids], dim=1).to(device)
-    attention_mask = torch.cat([query_mask, response_mask], dim=1).to(device)
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-    was_training = model.training
-    model.eval()
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
-    model.train(was_training)
-    query_len = query_ids.shape[1]
-    # The logit at position t predicts token t + 1: response tokens are predicted from query_len - 1 on.
-    response_logits = logits[:, query_len - 1 : -1]
-    return token_logprobs(response_logits, response_ids.to(device)).cpu()
-
-
 def _retokenize(
     batch: GeneratedBatch, prompts: list[str], tokenizer: PreTrainedTokenizerBase
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Re-encode a batch's prompts (left-padded) and responses (right-padded) with another tokenizer."""
-    padding_side = tokenizer.padding_side
-    try:
-        tokenizer.padding_side = "left"
+    with padding_side(tokenizer, "left"):
         query = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        tokenizer.padding_side = "right"
-        # The EOS ends the response the model sampled (when it did end), so the reference pays for it too.
-        responses = [
-            text + (tokenizer.eos_token if ended else "")
-            for text, ended in zip(batch.response_texts, batch.ended_with_eos.tolist())
-        ]
+    # The EOS ends the response the model sampled (when it did end), so the reference pays for it too.
+    responses = [
+        text + (tokenizer.eos_token if ended else "")
+        for text, ended in zip(batch.response_texts, batch.ended_with_eos.tolist())
+    ]
+    with padding_side(tokenizer, "right"):
         response = tokenizer(responses, return_tensors="pt", padding=True, add_special_tokens=False)
-    finally:
-        tokenizer.padding_side = padding_side
     return query["input_ids"], query["attention_mask"], response["input_ids"], response["attention_mask"]
 
 
@@ -113,16 +83,16 @@ def sequence_kls(
         start += len(batch.response_texts)
         logprobs = response_logprobs(
             model, batch.query_ids, batch.query_mask, batch.response_ids, batch.response_mask
-        )
+        ).cpu()
         policy_seq = (logprobs * batch.response_mask).sum(dim=-1)
         if ref_tokenizer is None:
             ref_logprobs = response_logprobs(
                 ref_model, batch.query_ids, batch.query_mask, batch.response_ids, batch.response_mask
-            )
+            ).cpu()
             kls.extend(sequence_kl(logprobs, ref_logprobs, batch.response_mask).tolist())
         else:
             q_ids, q_mask, r_ids, r_mask = _retokenize(batch, prompts, ref_tokenizer)
-            ref_logprobs = response_logprobs(ref_model, q_ids, q_mask, r_ids, r_mask)
+            ref_logprobs = response_logprobs(ref_model, q_ids, q_mask, r_ids, r_mask).cpu()
             ref_seq = (ref_logprobs * r_mask).sum(dim=-1)
             kls.extend((policy_seq - ref_seq).tolist())
     return kls
@@ -142,12 +112,10 @@ def text_nll(
     first is predicted from the ones before it (the first has no context, so it is not counted).
     """
     device = next(model.parameters()).device
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "right"
     was_training = model.training
     model.eval()
     total_nll, total_tokens = 0.0, 0
-    try:
+    with padding_side(tokenizer, "right"):
         for start in range(0, len(texts), batch_size):
             encoded = tokenizer(
                 texts[start : start + batch_size],
@@ -162,7 +130,5 @@ def text_nll(
             mask = encoded["attention_mask"][:, 1:].float()
             total_nll -= float((logprobs * mask).sum())
             total_tokens += int(mask.sum())
-    finally:
-        tokenizer.padding_side = padding_side
-        model.train(was_training)
+    model.train(was_training)
     return total_nll, total_tokens

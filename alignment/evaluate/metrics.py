@@ -43,16 +43,6 @@ def win_rate(scores: Sequence[float], baseline_scores: Sequence[float]) -> float
     return wins / len(scores)
 
 
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Log-probability of each label under `logits`.
-
-    logits [batch, seq, vocab] (already aligned so position t predicts labels[:, t]); labels [batch, seq].
-    Returns [batch, seq]. Computed in float32 for a stable log-softmax.
-    """
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    return torch.gather(logprobs, dim=-1, index=labels.unsqueeze(-1)).squeeze(-1)
-
-
 def sequence_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-sequence KL estimate on the model's own samples: sum_t mask_t * (log p(y_t) - log p_ref(y_t)).
 

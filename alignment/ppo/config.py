@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from alignment.core.config import ConfigError, StageConfig, require
+from alignment.core.config import RESUME_HELP, ConfigError, StageConfig, require
+from alignment.core.judges import check_judge_spec
 
 
 @dataclass
@@ -15,13 +16,13 @@ class Config(StageConfig):
     stage: ClassVar[str] = "ppo"
 
     # --- models
-    policy_model: str = field(
+    model: str = field(
         default="runs/tiny-sentiment/sft/model", metadata={"help": "SFT model folder the policy starts from."}
     )
     reference_model: str | None = field(
         default=None,
         metadata={
-            "help": "Frozen reference for the KL penalty; null = policy_model (with LoRA: the adapter disabled)."
+            "help": "Frozen reference for the KL penalty; null = model (with LoRA: the adapter disabled)."
         },
     )
     reward_model: str | None = field(
@@ -32,7 +33,9 @@ class Config(StageConfig):
     )
     reward_fn: str | None = field(
         default=None,
-        metadata={"help": "A judge 'module:function' mapping text -> float, used instead of reward_model."},
+        metadata={
+            "help": "A judge used instead of reward_model: 'vader' or 'module:function' mapping text -> float."
+        },
     )
     value_model: Literal["separate", "policy_head"] = field(
         default="separate",
@@ -42,7 +45,9 @@ class Config(StageConfig):
     )
     value_model_init: str | None = field(
         default=None,
-        metadata={"help": "Backbone of a separate critic; null = reward_model if set, else policy_model."},
+        metadata={
+            "help": "Backbone of a separate critic; null = reward_model if it shares the vocabulary, else model."
+        },
     )
     value_head_init: Literal["reward_head", "fresh"] = field(
         default="reward_head",
@@ -50,27 +55,30 @@ class Config(StageConfig):
             "help": "reward_head: when the critic starts from the reward model, reuse its scalar head; else zeros."
         },
     )
-    use_lora: bool = field(
-        default=False, metadata={"help": "Train LoRA adapters on the policy instead of all weights."}
+    peft: Literal["none", "lora"] = field(
+        default="none",
+        metadata={
+            "help": "lora: train LoRA adapters on the policy (merged into the saved model); none: all weights."
+        },
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha."})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (0 keeps PPO ratios exact)."})
-    lora_target_modules: list[str] = field(
+    target_modules: list[str] = field(
         default_factory=lambda: ["all-linear"],
-        metadata={"help": "Modules to adapt; ['all-linear'] = every linear."},
+        metadata={"help": "Modules LoRA adapts; ['all-linear'] = every linear layer but the head."},
     )
 
     # --- data
-    prompts: str = field(
+    train_data: str = field(
         default="cache://datasets/sentiment/prompts_train.jsonl",
-        metadata={"help": "Prompt dataset (format 'prompts': {prompt})."},
+        metadata={"help": "Training prompts (format 'prompts': {prompt})."},
     )
-    eval_prompts: str | None = field(
+    eval_data: str | None = field(
         default="cache://datasets/sentiment/prompts_heldout.jsonl",
         metadata={"help": "Held-out prompts scored at the start and the end (null to skip)."},
     )
-    eval_num_prompts: int = field(default=64, metadata={"help": "How many held-out prompts to score."})
+    max_eval_samples: int = field(default=64, metadata={"help": "How many held-out prompts to score."})
     use_chat_template: bool = field(
         default=False,
         metadata={"help": "Wrap each prompt as a user turn with the tokenizer's chat template."},
@@ -92,7 +100,7 @@ class Config(StageConfig):
     )
 
     # --- schedule
-    total_steps: int = field(
+    max_steps: int = field(
         default=100, metadata={"help": "PPO iterations (each: rollouts, scoring, PPO epochs)."}
     )
     batch_size: int = field(default=32, metadata={"help": "Rollouts per iteration, over all processes."})
@@ -155,21 +163,17 @@ class Config(StageConfig):
     ptx_coef: float = field(
         default=0.0, metadata={"help": "Weight of the pretraining LM loss (InstructGPT PPO-ptx)."}
     )
-    ptx_dataset: str | None = field(
-        default=None, metadata={"help": "Text dataset for PPO-ptx (format 'text')."}
-    )
+    ptx_data: str | None = field(default=None, metadata={"help": "Text dataset for PPO-ptx (format 'text')."})
     ptx_batch_size: int = field(default=4, metadata={"help": "PPO-ptx texts per micro-batch, per process."})
     ptx_max_length: int = field(
         default=64, metadata={"help": "PPO-ptx texts are truncated to this many tokens."}
     )
 
     # --- bookkeeping
-    save_every: int = field(default=0, metadata={"help": "Checkpoint every N steps (0 = only at the end)."})
-    keep_checkpoints: int = field(default=2, metadata={"help": "Newest checkpoints kept on disk."})
-    resume: bool = field(
-        default=False, metadata={"help": "Continue from the newest checkpoint in the run folder."}
-    )
-    sample_every: int = field(
+    save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps (0 = only at the end)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Newest checkpoints kept on disk."})
+    resume: str = field(default="auto", metadata={"help": RESUME_HELP})
+    sample_steps: int = field(
         default=10, metadata={"help": "Log sample responses every N steps (0 = never)."}
     )
     save_model: bool = field(default=True, metadata={"help": "Save the final policy and value model."})
@@ -187,9 +191,9 @@ class Config(StageConfig):
                 "reward_model / reward_fn: set only one (set reward_model: null to use reward_fn)"
             )
         if self.reward_fn is not None:
-            require(":" in self.reward_fn, "reward_fn", "'module:function'", self.reward_fn)
+            check_judge_spec(self.reward_fn, "reward_fn")
         for key in (
-            "total_steps",
+            "max_steps",
             "batch_size",
             "mini_batch_size",
             "gradient_accumulation_steps",
@@ -197,7 +201,7 @@ class Config(StageConfig):
             "max_new_tokens",
             "max_prompt_length",
             "reward_batch_size",
-            "eval_num_prompts",
+            "max_eval_samples",
             "kl_horizon",
         ):
             require(getattr(self, key) >= 1, key, "an integer >= 1", getattr(self, key))
@@ -224,7 +228,7 @@ class Config(StageConfig):
         require(self.top_k >= 0, "top_k", ">= 0", self.top_k)
         require(0 <= self.gamma <= 1, "gamma", "in [0, 1]", self.gamma)
         require(0 <= self.lam <= 1, "lam", "in [0, 1]", self.lam)
-        for key in ("cliprange", "cliprange_value", "learning_rate", "max_grad_norm", "target_kl"):
+        for key in ("cliprange", "cliprange_value", "target_kl"):
             require(getattr(self, key) > 0, key, "> 0", getattr(self, key))
         for key in ("vf_coef", "entropy_coef", "kl_coef", "ptx_coef"):
             require(getattr(self, key) >= 0, key, ">= 0", getattr(self, key))
@@ -237,11 +241,12 @@ class Config(StageConfig):
         require(self.kl_ceiling is None or self.kl_ceiling > 0, "kl_ceiling", "> 0 or null", self.kl_ceiling)
         require(self.score_clip is None or self.score_clip > 0, "score_clip", "> 0 or null", self.score_clip)
         require(
-            self.ptx_coef == 0 or self.ptx_dataset is not None,
-            "ptx_dataset",
+            self.ptx_coef == 0 or self.ptx_data is not None,
+            "ptx_data",
             "a text dataset when ptx_coef > 0",
-            self.ptx_dataset,
+            self.ptx_data,
         )
-        for key in ("save_every", "sample_every", "keep_checkpoints"):
-            require(getattr(self, key) >= 0, key, ">= 0", getattr(self, key))
+        require(self.ptx_batch_size >= 1, "ptx_batch_size", "an integer >= 1", self.ptx_batch_size)
+        require(self.ptx_max_length >= 2, "ptx_max_length", "an integer >= 2", self.ptx_max_length)
+        require(self.sample_steps >= 0, "sample_steps", ">= 0", self.sample_steps)
         require(self.lora_r >= 1, "lora_r", ">= 1", self.lora_r)

@@ -1,4 +1,4 @@
-"""The PPO math, as pure functions of tensors (this module imports only torch).
+"""The PPO math, as pure functions of tensors (this module imports only torch and the pure `core.tokens`).
 
 Layout: every per-token tensor is `[batch, response_len]`, aligned with the response tokens, and comes with
 `mask` of the same shape (1 for real response tokens through the first EOS, 0 for padding after it).
@@ -14,15 +14,14 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+from alignment.core.tokens import token_logprobs
 
 # ---------------------------------------------------------------------------------------------
 # Masked statistics
-
-
-def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum of `values` where `mask` is 1 (scalar)."""
-    return (values * mask).sum()
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -51,20 +50,32 @@ def whiten(
     return whitened if shift_mean else whitened + mean
 
 
-def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """Whiten with the mean and (unbiased) variance of the masked positions; masked-out positions become 0."""
-    whitened = whiten(values, masked_mean(values, mask), masked_var(values, mask), shift_mean)
+def masked_whiten(
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    shift_mean: bool = True,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Whiten with the mean and unbiased variance of the masked positions; masked-out positions become 0.
+
+    With `all_reduce` (a function summing a tensor over processes) the statistics are those of every
+    process's masked positions together, so whitening a batch split over W processes gives what one
+    process would give on the whole batch. The sums are taken in float64: n * var = sum(v^2) - n * mean^2
+    loses digits in float32.
+    """
+    mask = mask.to(values.dtype)
+    sums = torch.stack([(values * mask).sum(), (values**2 * mask).sum(), mask.sum()]).double()
+    if all_reduce is not None:
+        sums = all_reduce(sums)
+    total, total_sq, count = sums
+    mean = total / count.clamp(min=1)
+    var = ((total_sq - count * mean**2) / (count - 1).clamp(min=1)).clamp(min=0)
+    whitened = whiten(values, mean.to(values.dtype), var.to(values.dtype), shift_mean)
     return whitened * mask
 
 
 # ---------------------------------------------------------------------------------------------
 # Log-probabilities, entropy, KL
-
-
-def logprobs_from_logits(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-    """Log-probability of each given token: logits [batch, len, vocab], token_ids [batch, len] -> [batch, len]."""
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    return torch.gather(logprobs, 2, token_ids.unsqueeze(-1)).squeeze(-1)
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -211,6 +222,6 @@ def causal_lm_loss(
     logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
     """Mean next-token cross-entropy over real tokens (the PPO-ptx pretraining term); [batch, len(, vocab)]."""
-    logprobs = logprobs_from_logits(logits[:, :-1], input_ids[:, 1:])
+    logprobs = token_logprobs(logits[:, :-1], input_ids[:, 1:])
     target_mask = attention_mask[:, 1:] * attention_mask[:, :-1]
     return -masked_mean(logprobs, target_mask)

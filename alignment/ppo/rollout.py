@@ -1,62 +1,37 @@
-"""Rollouts: which prompts each step uses, and the forward passes that turn sampled text into PPO tensors.
+"""Steps 1-4 of a PPO iteration: generate rollouts, score them, KL-penalize the rewards, compute advantages.
 
-Sequences are laid out as `[query (left-padded) | response (right-padded)]`. The logits at position
-`query_len - 1 + t` predict response token `t`, so every per-token tensor here is `[batch, response_len]`
-and lines up with `response_ids` and `response_mask` from `alignment.core.generation.generate`.
+Sequences are laid out as `[query (left-padded) | response (right-padded)]` (see `alignment.core.tokens`),
+so every per-token tensor here is `[batch, response_len]` and lines up with `response_ids`/`response_mask`.
+
+What the log-probs are: log pi_T(y_t | x, y_<t), the policy's softmax at the sampling temperature T over the
+whole vocabulary. With `top_k`/`top_p` off (the default) that is exactly the distribution the responses
+were sampled from. With truncation on, responses come from the renormalised top-k/top-p distribution while
+the PPO ratio, the KL penalty and the entropy still use pi_T: the ratio is then the usual surrogate of
+the untruncated policy evaluated on samples from a nearby distribution, not an exact importance weight
+(tests/unit/test_tokens.py checks the untruncated case against the logits `generate` sampled from).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import PreTrainedTokenizerBase
 
-from alignment.core.formats import load_dataset_as
-from alignment.core.paths import resolve_path
-from alignment.ppo.losses import logprobs_from_logits
-from alignment.ppo.value import position_ids_from_mask
+from alignment.core.generation import SamplingSettings, generate
+from alignment.core.launch import forward_module, unwrapped_for_generation
+from alignment.core.tokens import (
+    concat_query_response,
+    response_logprobs,
+    response_slice,
+    scaled_logits,
+    token_logprobs,
+)
+from alignment.ppo import losses
 
-
-class PromptSource:
-    """Prompts in a fixed, seeded order: a fresh permutation each pass, so the data position is just the step.
-
-    Step `s` with global batch `B` takes positions `s*B ... s*B + B - 1` of the endless sequence of passes,
-    and process `r` of `W` takes its contiguous slice: the same global batch for any number of processes,
-    and exact resume from the step number alone.
-    """
-
-    def __init__(self, path: str, tokenizer: PreTrainedTokenizerBase, use_chat_template: bool, seed: int):
-        dataset, _ = load_dataset_as(resolve_path(path), "prompts")
-        self.prompts: list[str] = list(dataset["prompt"])
-        self.tokenizer = tokenizer
-        self.use_chat_template = use_chat_template
-        self.seed = seed
-        self._orders: dict[int, torch.Tensor] = {}
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-    def format(self, prompt: str) -> str:
-        """What the policy sees: the prompt itself, or a user turn in the chat template."""
-        if not self.use_chat_template:
-            return prompt
-        messages = [{"role": "user", "content": prompt}]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-    def _index(self, position: int) -> int:
-        epoch, offset = divmod(position, len(self.prompts))
-        if epoch not in self._orders:
-            generator = torch.Generator().manual_seed(self.seed + epoch)
-            self._orders = {epoch: torch.randperm(len(self.prompts), generator=generator)}
-        return int(self._orders[epoch][offset])
-
-    def batch(self, step: int, global_batch_size: int, rank: int = 0, world_size: int = 1) -> list[str]:
-        """Raw prompts for `step` on process `rank` of `world_size`."""
-        local = global_batch_size // world_size
-        start = step * global_batch_size + rank * local
-        return [self.prompts[self._index(position)] for position in range(start, start + local)]
+if TYPE_CHECKING:
+    from alignment.ppo.session import Session
 
 
 @dataclass
@@ -70,7 +45,7 @@ class Rollouts:
     response_ids: torch.Tensor  # [batch, response_len], right-padded after the first EOS
     response_mask: torch.Tensor
     ended_with_eos: torch.Tensor  # [batch] bool
-    logprobs: torch.Tensor = field(default=None)  # old policy log pi(y_t | x, y_<t)
+    logprobs: torch.Tensor = field(default=None)  # old policy log pi_T(y_t | x, y_<t)
     ref_logprobs: torch.Tensor = field(default=None)
     values: torch.Tensor = field(default=None)  # old values V(x, y_<t)
     raw_scores: torch.Tensor = field(default=None)  # [batch], from the RM or judge
@@ -98,13 +73,91 @@ class Rollouts:
         return {name: getattr(self, name) for name in names}
 
 
-def concat_sequences(
-    query_ids: torch.Tensor, query_mask: torch.Tensor, response_ids: torch.Tensor, response_mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """input_ids, attention_mask, position_ids of `[query | response]`, each [batch, query_len + response_len]."""
-    input_ids = torch.cat([query_ids, response_ids], dim=1)
-    attention_mask = torch.cat([query_mask, response_mask], dim=1)
-    return input_ids, attention_mask, position_ids_from_mask(attention_mask)
+def sampling_settings(session: Session) -> SamplingSettings:
+    """How PPO samples responses, from the config."""
+    config = session.config
+    return SamplingSettings(
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        top_k=config.top_k,
+        top_p=config.top_p,
+        min_new_tokens=config.min_new_tokens,
+    )
+
+
+def generate_rollouts(session: Session, prompts: list[str]) -> Rollouts:
+    """Step 1: sample one response per prompt with the current policy (all processes together)."""
+    with unwrapped_for_generation(session.model, session.accelerator) as unwrapped:
+        batch = generate(
+            unwrapped.policy,
+            session.tokenizer,
+            [session.prompts.format(p) for p in prompts],
+            sampling_settings(session),
+            max_prompt_length=session.config.max_prompt_length,
+        )
+    return Rollouts(
+        prompts=prompts,
+        response_texts=batch.response_texts,
+        query_ids=batch.query_ids,
+        query_mask=batch.query_mask,
+        response_ids=batch.response_ids,
+        response_mask=batch.response_mask,
+        ended_with_eos=batch.ended_with_eos,
+    )
+
+
+def score_rollouts(session: Session, rollouts: Rollouts) -> None:
+    """Step 2: sequence scores, and per-token old log-probs, values and reference log-probs (in place)."""
+    config, chunk = session.config, session.sizes.micro_batch
+    rollouts.logprobs, rollouts.values = policy_logprobs_and_values(
+        session.model, rollouts, config.temperature, chunk
+    )
+    if session.reference is None:  # LoRA: the reference is the policy without its adapter
+        policy = session.accelerator.unwrap_model(session.model).policy
+        with policy.disable_adapter():
+            rollouts.ref_logprobs = reference_logprobs(policy, rollouts, config.temperature, chunk)
+    else:
+        reference = forward_module(session.reference)
+        rollouts.ref_logprobs = reference_logprobs(reference, rollouts, config.temperature, chunk)
+    # The RM has its own tokenizer: it reads prompt + response as text, re-encoded its way.
+    texts = [prompt + response for prompt, response in zip(rollouts.prompts, rollouts.response_texts)]
+    device = rollouts.logprobs.device
+    rollouts.raw_scores = session.scorer(texts).to(device)
+    scores = session.shaping(rollouts.raw_scores, rollouts.ended_with_eos.to(device))
+    if config.whiten_rewards:
+        scores = losses.masked_whiten(scores, torch.ones_like(scores), False, all_reduce(session))
+    rollouts.scores = scores
+
+
+def penalize(rollouts: Rollouts, kl_coef: float, estimator: str) -> None:
+    """Step 3: per-token KL estimate and KL-penalized rewards (in place)."""
+    mask = rollouts.response_mask.float()
+    rollouts.kl = losses.kl_per_token(rollouts.logprobs, rollouts.ref_logprobs, estimator) * mask
+    rollouts.rewards = losses.penalized_rewards(rollouts.scores, rollouts.kl, mask, kl_coef)
+
+
+def compute_advantages(session: Session, rollouts: Rollouts) -> None:
+    """Step 4: GAE advantages and returns, advantages whitened over the whole batch of every process (in place)."""
+    config = session.config
+    mask = rollouts.response_mask.float()
+    advantages, returns = losses.gae_advantages(
+        rollouts.rewards, rollouts.values, mask, config.gamma, config.lam
+    )
+    if config.whiten_advantages:
+        advantages = losses.masked_whiten(advantages, mask, True, all_reduce(session))
+    rollouts.advantages, rollouts.returns = advantages, returns
+
+
+def all_reduce(session: Session):
+    """A function summing a tensor over processes (None with one process: nothing to add)."""
+    accelerator = session.accelerator
+    if accelerator.num_processes == 1:
+        return None
+    return lambda tensor: accelerator.reduce(tensor.to(accelerator.device), "sum")
+
+
+# ---------------------------------------------------------------------------------------------
+# The forward passes over sampled sequences
 
 
 def sequence_chunks(
@@ -115,23 +168,13 @@ def sequence_chunks(
         rows = slice(start, start + chunk_size)
         yield (
             rows,
-            *concat_sequences(
+            *concat_query_response(
                 rollouts.query_ids[rows],
                 rollouts.query_mask[rows],
                 rollouts.response_ids[rows],
                 rollouts.response_mask[rows],
             ),
         )
-
-
-def response_slice(per_position: torch.Tensor, query_len: int, response_len: int) -> torch.Tensor:
-    """The positions whose outputs belong to response tokens: [batch, seq, ...] -> [batch, response_len, ...]."""
-    return per_position[:, query_len - 1 : query_len - 1 + response_len]
-
-
-def scaled_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Logits of the distribution responses were sampled from (greedy, temperature 0, counts as 1)."""
-    return logits / temperature if temperature > 0 else logits
 
 
 @torch.no_grad()
@@ -144,7 +187,7 @@ def policy_logprobs_and_values(
     for rows, input_ids, attention_mask, position_ids in sequence_chunks(rollouts, chunk_size):
         logits, all_values = model(input_ids, attention_mask, position_ids)
         logits = scaled_logits(response_slice(logits, query_len, response_len), temperature)
-        logprobs.append(logprobs_from_logits(logits, rollouts.response_ids[rows]))
+        logprobs.append(token_logprobs(logits, rollouts.response_ids[rows]))
         values.append(response_slice(all_values, query_len, response_len).float())
     return torch.cat(logprobs), torch.cat(values)
 
@@ -153,37 +196,18 @@ def policy_logprobs_and_values(
 def reference_logprobs(
     reference: torch.nn.Module, rollouts: Rollouts, temperature: float, chunk_size: int
 ) -> torch.Tensor:
-    """Log-probs of the sampled responses under a frozen causal LM (the reference policy)."""
+    """Log-probs of the sampled responses under a frozen causal LM (the reference policy), chunk by chunk."""
     logprobs = []
-    query_len, response_len = rollouts.query_ids.shape[1], rollouts.response_ids.shape[1]
-    for rows, input_ids, attention_mask, position_ids in sequence_chunks(rollouts, chunk_size):
-        logits = reference(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).logits
-        logits = scaled_logits(response_slice(logits, query_len, response_len), temperature)
-        logprobs.append(logprobs_from_logits(logits, rollouts.response_ids[rows]))
-    return torch.cat(logprobs)
-
-
-class PtxSource:
-    """Pretraining text for PPO-ptx, tokenized on demand in a fixed seeded order (position = call count)."""
-
-    def __init__(self, path: str, tokenizer: PreTrainedTokenizerBase, max_length: int, seed: int):
-        dataset, _ = load_dataset_as(resolve_path(path), "text")
-        self.texts: list[str] = list(dataset["text"])
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.order = torch.randperm(len(self.texts), generator=torch.Generator().manual_seed(seed))
-
-    def batch(self, position: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-padded (input_ids, attention_mask) of `size` texts starting at `position` (wrapping around)."""
-        texts = [self.texts[int(self.order[(position + i) % len(self.texts)])] for i in range(size)]
-        side = self.tokenizer.padding_side
-        self.tokenizer.padding_side = "right"
-        try:
-            encoded = self.tokenizer(
-                texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length
+    for start in range(0, len(rollouts), chunk_size):
+        rows = slice(start, start + chunk_size)
+        logprobs.append(
+            response_logprobs(
+                reference,
+                rollouts.query_ids[rows],
+                rollouts.query_mask[rows],
+                rollouts.response_ids[rows],
+                rollouts.response_mask[rows],
+                temperature,
             )
-        finally:
-            self.tokenizer.padding_side = side
-        return encoded["input_ids"], encoded["attention_mask"]
+        )
+    return torch.cat(logprobs)

@@ -11,19 +11,14 @@ holds exactly one model); the policy and critic keep separate parameter groups a
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 
+from alignment.core.models import loading
+from alignment.core.tokens import position_ids_from_mask
+
 HEAD_FILE = "value_head.safetensors"
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions 0..n-1 over real tokens whatever the padding (left-padded prompts need this); pads get 0."""
-    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
 class ValueModel(nn.Module):
@@ -42,13 +37,6 @@ class ValueModel(nn.Module):
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state
         return self.head(hidden).squeeze(-1)
-
-    def save(self, folder: str | Path) -> None:
-        """Backbone with `save_pretrained` and the head in `value_head.safetensors`."""
-        self.backbone.save_pretrained(folder)
-        save_file(
-            {k: v.contiguous() for k, v in self.head.state_dict().items()}, str(Path(folder) / HEAD_FILE)
-        )
 
 
 def fresh_head(hidden_size: int) -> nn.Linear:
@@ -71,7 +59,10 @@ def critic_from_reward_model(path: str, reuse_head: bool, mean: float = 0.0, std
     The RM head maps a hidden state h to s = w.h; the PPO score is (s - mean) / std, so the value head
     starts as w / std with bias -mean / std and predicts normalized scores from the first step.
     """
-    reward_model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    with loading(f"value model backbone {path}"):
+        reward_model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, dtype=torch.float32
+        )
     backbone = reward_model.base_model
     head = fresh_head(hidden_size_of(backbone))
     rm_head = getattr(reward_model, "score", None)
@@ -84,7 +75,8 @@ def critic_from_reward_model(path: str, reuse_head: bool, mean: float = 0.0, std
 
 def critic_from_causal_lm(path: str) -> ValueModel:
     """A critic on a causal LM's backbone (the policy's starting point) with a fresh head."""
-    backbone = AutoModel.from_pretrained(path, dtype=torch.float32)
+    with loading(f"value model backbone {path}"):
+        backbone = AutoModel.from_pretrained(path, dtype=torch.float32)
     return ValueModel(backbone, fresh_head(hidden_size_of(backbone)))
 
 
@@ -129,8 +121,3 @@ class PolicyAndValue(nn.Module):
         policy_params = [p for p in self.policy.parameters() if p.requires_grad]
         value_params = [p for p in value_module.parameters() if p.requires_grad]
         return [{"params": policy_params, "lr": policy_lr}, {"params": value_params, "lr": value_lr}]
-
-
-def load_value_head(folder: str | Path) -> dict[str, torch.Tensor]:
-    """The saved head's weights (for evaluation or a later run)."""
-    return load_file(str(Path(folder) / HEAD_FILE))

@@ -33,7 +33,12 @@ def load_documents(source: str, text_column: str = "text") -> list[str]:
             )
         if text_column != "text":
             rows = rows.rename_column(text_column, "text")
-        rows, _ = validate_rows(rows.select_columns(["text"]), "text", source, skip_bad_rows=True)
+        rows, report = validate_rows(rows.select_columns(["text"]), "text", source, skip_bad_rows=True)
+        if report.skipped:
+            print(
+                f"[pretrain] {source}: left out {sum(report.skipped.values())} empty or non-text rows",
+                flush=True,
+            )
         documents = list(rows["text"])
     if not documents:
         raise DatasetFormatError(f"{source}: no non-empty documents")

@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import torch
 from transformers import (
@@ -29,191 +25,42 @@ from transformers import (
     T5Config,
     T5ForConditionalGeneration,
     Trainer,
-    TrainerCallback,
     TrainingArguments,
 )
 
-from alignment.core.config import ConfigError, StageConfig, load_yaml, parse_config, require
-from alignment.core.generation import SamplingSettings, generate_texts
+from alignment.core.config import parse_config
+from alignment.core.errors import run_cli
 from alignment.core.launch import (
     is_main_process,
     prepare_cpu_distributed,
     seed_everything,
-    start_run,
     trainer_backend_kwargs,
     world_size,
 )
 from alignment.core.logging import MetricsCallback, MetricsLogger, write_model_card
 from alignment.core.models import build_causal_lm, count_parameters, load_tokenizer
+from alignment.core.runs import resume_checkpoint, save_model_folder, start_run
+from alignment.pretrain.callbacks import (
+    EvaluationExtrasCallback,
+    StopCallback,
+    ThroughputCallback,
+    sample_prompts,
+)
+from alignment.pretrain.config import Config
 from alignment.pretrain.data import load_documents, pack_documents, split_documents
-from alignment.pretrain.metrics import measure_matmul_peak, model_flops_utilization, unigram_perplexity
+from alignment.pretrain.metrics import measure_matmul_peak, unigram_perplexity
 from alignment.pretrain.objectives import IGNORE_INDEX, mask_tokens, span_corruption, span_corruption_counts
 from alignment.pretrain.tokenizer import MASK_TOKEN, sentinel_tokens, train_bpe_tokenizer
 
-ARCHITECTURES = {"causal_lm": ("gpt2", "llama"), "masked_lm": ("bert",), "span_corruption": ("t5",)}
-
-
-@dataclass
-class Config(StageConfig):
-    """Pretraining: tokenizer, model shape, objective, corpus, optimization and checkpointing."""
-
-    stage: ClassVar[str] = "pretrain"
-
-    # objective and model shape
-    objective: Literal["causal_lm", "masked_lm", "span_corruption"] = field(
-        default="causal_lm",
-        metadata={"help": "causal_lm (decoders), masked_lm (BERT), span_corruption (T5)."},
-    )
-    architecture: Literal["gpt2", "llama", "bert", "t5"] = field(
-        default="gpt2",
-        metadata={"help": "gpt2 or llama for causal_lm, bert for masked_lm, t5 for span_corruption."},
-    )
-    n_layer: int = field(
-        default=4, metadata={"help": "Transformer layers (T5: in the encoder and in the decoder)."}
-    )
-    d_model: int = field(default=128, metadata={"help": "Hidden size."})
-    n_head: int = field(default=4, metadata={"help": "Attention heads; must divide d_model."})
-    dropout: float = field(default=0.0, metadata={"help": "Dropout (0 for short single-epoch runs)."})
-    block_size: int = field(
-        default=128, metadata={"help": "Tokens per packed training block (= decoder context)."}
-    )
-    # tokenizer
-    tokenizer_name_or_path: str | None = field(
-        default=None, metadata={"help": "Reuse this tokenizer instead of training a BPE on the corpus."}
-    )
-    vocab_size: int = field(
-        default=4096, metadata={"help": "Size of the BPE vocabulary to train (incl. specials)."}
-    )
-    # corpus
-    train_data: str = field(
-        default="cache://datasets/sentiment/corpus_train.jsonl",
-        metadata={
-            "help": "Training text: .jsonl/.json/.csv/.parquet with a text column, a .txt file, or a dataset."
-        },
-    )
-    heldout_data: str | None = field(
-        default="cache://datasets/sentiment/corpus_heldout.jsonl",
-        metadata={"help": "Held-out text; null holds out heldout_fraction of the training documents."},
-    )
-    heldout_fraction: float = field(
-        default=0.05, metadata={"help": "Share of documents held out when heldout_data is null."}
-    )
-    text_column: str = field(default="text", metadata={"help": "Column holding the documents."})
-    max_eval_blocks: int = field(
-        default=64, metadata={"help": "Held-out blocks evaluated (caps evaluation time)."}
-    )
-    # objective settings
-    mlm_probability: float = field(
-        default=0.15, metadata={"help": "masked_lm: share of tokens chosen (BERT: 0.15)."}
-    )
-    noise_density: float = field(
-        default=0.15, metadata={"help": "span_corruption: share of tokens dropped (T5: 0.15)."}
-    )
-    mean_span_length: float = field(
-        default=3.0, metadata={"help": "span_corruption: mean dropped span length (T5: 3)."}
-    )
-    # optimization
-    learning_rate: float = field(default=3e-3, metadata={"help": "Peak AdamW learning rate."})
-    min_lr_ratio: float = field(
-        default=0.1, metadata={"help": "Cosine decay ends at learning_rate * min_lr_ratio."}
-    )
-    warmup_steps: int = field(default=20, metadata={"help": "Linear warmup steps."})
-    weight_decay: float = field(
-        default=0.1, metadata={"help": "AdamW weight decay (not on biases and norms)."}
-    )
-    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
-    max_steps: int = field(
-        default=200, metadata={"help": "Optimizer steps; the LR schedule spans exactly these."}
-    )
-    per_device_batch_size: int = field(default=8, metadata={"help": "Blocks per device per micro-batch."})
-    gradient_accumulation_steps: int = field(
-        default=1, metadata={"help": "Micro-batches per optimizer step."}
-    )
-    # evaluation, logging, checkpoints
-    eval_steps: int = field(
-        default=50, metadata={"help": "Evaluate held-out loss/perplexity every this many steps."}
-    )
-    eval_on_start: bool = field(
-        default=True, metadata={"help": "Also evaluate before the first step (the baseline)."}
-    )
-    logging_steps: int = field(default=10, metadata={"help": "Log training loss every this many steps."})
-    save_steps: int = field(default=50, metadata={"help": "Checkpoint every this many steps."})
-    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (older ones are deleted)."})
-    num_samples: int = field(
-        default=3, metadata={"help": "Decoders: continuations sampled at each evaluation."}
-    )
-    sample_max_new_tokens: int = field(default=24, metadata={"help": "Length of each sampled continuation."})
-    max_time_minutes: float | None = field(
-        default=None, metadata={"help": "Stop training (checkpoint, evaluate, save) after this many minutes."}
-    )
-    resume: str = field(
-        default="auto",
-        metadata={
-            "help": "auto: continue from the newest complete checkpoint in <run_dir>/checkpoints if any; "
-            "never: start fresh; or a checkpoint folder."
-        },
-    )
-    stop_after_step: int | None = field(
-        default=None,
-        metadata={
-            "help": "Stop after this step as if killed (no final model): for testing resume; "
-            "the schedule still spans max_steps."
-        },
-    )
-
-    def validate(self) -> None:
-        """Reject impossible values, naming the key."""
-        super().validate()
-        allowed = ARCHITECTURES[self.objective]
-        require(
-            self.architecture in allowed,
-            "architecture",
-            f"one of {allowed} for objective {self.objective!r}",
-            self.architecture,
-        )
-        for key in (
-            "n_layer",
-            "d_model",
-            "n_head",
-            "max_steps",
-            "per_device_batch_size",
-            "gradient_accumulation_steps",
-            "eval_steps",
-            "logging_steps",
-            "save_steps",
-            "max_eval_blocks",
-        ):
-            require(getattr(self, key) >= 1, key, "an integer >= 1", getattr(self, key))
-        require(
-            self.d_model % self.n_head == 0, "n_head", f"a divisor of d_model={self.d_model}", self.n_head
-        )
-        require(self.block_size >= 8, "block_size", "at least 8", self.block_size)
-        require(
-            self.vocab_size >= 512, "vocab_size", "at least 512 (256 byte symbols + merges)", self.vocab_size
-        )
-        for key in ("heldout_fraction", "mlm_probability", "noise_density", "min_lr_ratio"):
-            require(0 < getattr(self, key) < 1, key, "a number strictly between 0 and 1", getattr(self, key))
-        require(self.mean_span_length >= 1, "mean_span_length", "at least 1", self.mean_span_length)
-        require(self.learning_rate > 0, "learning_rate", "a positive number", self.learning_rate)
-        require(
-            0 <= self.warmup_steps < self.max_steps,
-            "warmup_steps",
-            f"0 <= warmup_steps < max_steps={self.max_steps}",
-            self.warmup_steps,
-        )
-        require(
-            self.max_time_minutes is None or self.max_time_minutes > 0,
-            "max_time_minutes",
-            "a positive number",
-            self.max_time_minutes,
-        )
-        require(
-            self.stop_after_step is None or 1 <= self.stop_after_step <= self.max_steps,
-            "stop_after_step",
-            f"a step between 1 and max_steps={self.max_steps}",
-            self.stop_after_step,
-        )
+# Keys that may change between a run and its resumption; any other change would silently mix two runs.
+RESUMABLE = {
+    "stop_after_step",
+    "max_time_minutes",
+    "eval_steps",
+    "num_samples",
+    "sample_max_new_tokens",
+    "eval_on_start",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,8 +75,8 @@ def prepare_tokenizer(config: Config, train_documents: list[str], resuming: bool
     ]
     if (resuming or not is_main_process()) and (saved / "tokenizer_config.json").exists():
         return load_tokenizer(str(saved))
-    if config.tokenizer_name_or_path:
-        tokenizer = load_tokenizer(config.tokenizer_name_or_path)
+    if config.tokenizer:
+        tokenizer = load_tokenizer(config.tokenizer)
         if config.objective == "masked_lm" and tokenizer.mask_token is None:
             tokenizer.add_special_tokens({"mask_token": MASK_TOKEN})
         if config.objective == "span_corruption":
@@ -360,165 +207,7 @@ class ObjectiveCollator:
 
 
 # ---------------------------------------------------------------------------------------------
-# Callbacks
-
-
-class ThroughputCallback(TrainerCallback):
-    """Tokens per second and MFU, timed over optimizer steps only (evaluation and saving excluded)."""
-
-    def __init__(self, tokens_per_step: int, num_parameters: int, peak_flops: float):
-        self.tokens_per_step = tokens_per_step
-        self.num_parameters = num_parameters
-        self.peak_flops = peak_flops
-        self.seconds = 0.0
-        self.steps = 0
-        self._started = 0.0
-
-    def on_step_begin(self, args, state, control, **kwargs):  # noqa: D102 (Trainer hook)
-        self._started = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: D102 (Trainer hook)
-        self.seconds += time.perf_counter() - self._started
-        self.steps += 1
-
-    def metrics(self) -> dict[str, float]:
-        """`tokens_per_second` (all processes) and `mfu` against every process's measured matmul peak."""
-        tokens_per_second = self.steps * self.tokens_per_step / max(self.seconds, 1e-9)
-        mfu = model_flops_utilization(self.num_parameters, tokens_per_second, self.peak_flops * world_size())
-        return {"tokens_per_second": tokens_per_second, "mfu": mfu}
-
-
-class EvaluationExtrasCallback(TrainerCallback):
-    """At each evaluation: perplexity, throughput so far and (decoders) a few sampled continuations."""
-
-    def __init__(
-        self,
-        logger: MetricsLogger,
-        throughput: ThroughputCallback,
-        tokenizer: PreTrainedTokenizerBase,
-        prompts: list[str],
-        config: Config,
-    ):
-        self.logger = logger
-        self.throughput = throughput
-        self.tokenizer = tokenizer
-        self.prompts = prompts
-        self.config = config
-        self.last_eval: tuple[int, float] | None = None  # (step, eval_loss)
-
-    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):  # noqa: D102 (Trainer hook)
-        if metrics and "eval_loss" in metrics:
-            self.last_eval = (state.global_step, metrics["eval_loss"])
-            extras = {"eval_perplexity": math.exp(metrics["eval_loss"]), **self.throughput.metrics()}
-            self.logger.log(state.global_step, extras)
-        if self.prompts and model is not None and is_main_process() and not _zero3():
-            # Sampling must not move the training RNG, or resumed and uninterrupted runs would differ.
-            with torch.random.fork_rng():
-                # Prompt plus continuation must fit the learned positions (GPT-2 has no more than block_size).
-                max_new_tokens = min(self.config.sample_max_new_tokens, self.config.block_size * 3 // 4)
-                settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=1.0, top_k=50)
-                texts = generate_texts(model, self.tokenizer, self.prompts, settings, seed=self.config.seed)
-            for prompt, text in zip(self.prompts, texts):
-                self.logger.log_text(state.global_step, "samples", f"{prompt}|{text}")
-
-
-def sample_prompts(documents: list[str], tokenizer: PreTrainedTokenizerBase, config: Config) -> list[str]:
-    """The first four words of the first held-out documents, at most a quarter of a block in tokens."""
-    prompts = []
-    for document in documents[: config.num_samples]:
-        ids = tokenizer(" ".join(document.split()[:4]), add_special_tokens=False)["input_ids"]
-        prompts.append(tokenizer.decode(ids[: config.block_size // 4]))
-    return prompts
-
-
-def _zero3() -> bool:
-    """Under ZeRO-3 each rank holds a shard of the weights, so rank 0 alone cannot sample."""
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    return is_deepspeed_zero3_enabled()
-
-
-class StopCallback(TrainerCallback):
-    """Stop at the time limit (checkpointing first) or, for resume tests, at `stop_after_step`."""
-
-    def __init__(self, max_time_minutes: float | None, stop_after_step: int | None):
-        self.deadline = None if max_time_minutes is None else time.monotonic() + 60 * max_time_minutes
-        self.stop_after_step = stop_after_step
-        self.timed_out = False
-
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: D102 (Trainer hook)
-        if self.stop_after_step is not None and state.global_step >= self.stop_after_step:
-            control.should_training_stop = True
-        if self.deadline is not None and self._past_deadline(args.device):
-            self.timed_out = True
-            control.should_training_stop = True
-            control.should_save = True
-        return control
-
-    def _past_deadline(self, device: torch.device) -> bool:
-        """Whether any rank ran out of time: every rank must stop at the same step, or collectives hang."""
-        late = torch.tensor([float(time.monotonic() > self.deadline)], device=device)
-        if world_size() > 1 and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(late, op=torch.distributed.ReduceOp.MAX)
-        return bool(late.item())
-
-
-# ---------------------------------------------------------------------------------------------
 # The stage
-
-
-def find_resume_checkpoint(config: Config) -> str | None:
-    """The checkpoint to resume from, or None to start fresh.
-
-    A checkpoint counts only once its `trainer_state.json` exists (the Trainer writes it after the
-    weights, optimizer and RNG state), so a run killed in the middle of saving resumes from the one before.
-    """
-    if config.resume == "never":
-        return None
-    if config.resume != "auto":
-        if not (Path(config.resume) / "trainer_state.json").exists():
-            raise ConfigError(
-                f"resume: expected 'auto', 'never' or a complete checkpoint folder, got {config.resume!r}"
-            )
-        return config.resume
-    folder = config.run_dir / "checkpoints"
-    complete = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    if not complete:
-        return None
-    _check_same_run(config)
-    return str(max(complete, key=lambda p: int(p.name.rsplit("-", 1)[1])))
-
-
-# Keys that may change between a run and its resumption; any other change would silently mix two runs.
-RESUMABLE_CHANGES = {
-    "resume",
-    "stop_after_step",
-    "max_time_minutes",
-    "eval_steps",
-    "logging_steps",
-    "save_steps",
-    "save_total_limit",
-    "num_samples",
-    "sample_max_new_tokens",
-    "eval_on_start",
-}
-
-
-def _check_same_run(config: Config) -> None:
-    """Refuse to resume checkpoints written under a different config (read before start_run overwrites it)."""
-    saved_path = config.run_dir / "config.yaml"
-    if not saved_path.exists():
-        return
-    saved = load_yaml(saved_path)
-    changed = sorted(
-        k for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES and saved.get(k, v) != v
-    )
-    if changed:
-        details = ", ".join(f"{k}: {saved[k]!r} -> {getattr(config, k)!r}" for k in changed)
-        raise ConfigError(
-            f"resume: {config.run_dir}/checkpoints was written with a different config ({details}); "
-            "pass --resume never to start over, or pick another run_name/output_dir"
-        )
 
 
 def training_arguments(config: Config) -> TrainingArguments:
@@ -526,13 +215,13 @@ def training_arguments(config: Config) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(config.run_dir / "checkpoints"),
         max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_batch_size,
-        per_device_eval_batch_size=config.per_device_batch_size * 2,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_train_batch_size * 2,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         learning_rate=config.learning_rate,
         lr_scheduler_type="cosine_with_min_lr",
         lr_scheduler_kwargs={"min_lr_rate": config.min_lr_ratio},
-        warmup_steps=config.warmup_steps,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float below 1 is a share of the steps
         weight_decay=config.weight_decay,
         adam_beta2=config.adam_beta2,
         max_grad_norm=config.max_grad_norm,
@@ -556,7 +245,8 @@ def training_arguments(config: Config) -> TrainingArguments:
 def run(config: Config) -> dict[str, Any]:
     """Pretrain and return the final metrics (also in metrics.jsonl and the model card)."""
     prepare_cpu_distributed()
-    resume_from = find_resume_checkpoint(config)  # before start_run overwrites the saved config.yaml
+    checkpoint = resume_checkpoint(config, RESUMABLE)  # before start_run overwrites the saved config.yaml
+    resume_from = str(checkpoint) if checkpoint else None
     run_dir = start_run(config)
     seed_everything(config.seed)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(
@@ -567,11 +257,11 @@ def run(config: Config) -> dict[str, Any]:
 
     # step 1. documents, tokenizer, packed blocks
     train_documents = load_documents(config.train_data, config.text_column)
-    if config.heldout_data:
-        heldout_documents = load_documents(config.heldout_data, config.text_column)
+    if config.eval_data:
+        heldout_documents = load_documents(config.eval_data, config.text_column)
     else:
         train_documents, heldout_documents = split_documents(
-            train_documents, config.heldout_fraction, config.seed
+            train_documents, config.eval_fraction, config.seed
         )
     with args.main_process_first(desc="tokenizer"):
         tokenizer = prepare_tokenizer(config, train_documents, resuming=resume_from is not None)
@@ -594,7 +284,10 @@ def run(config: Config) -> dict[str, Any]:
     num_parameters = count_parameters(model)
     peak_flops = measure_matmul_peak(device="cuda" if torch.cuda.is_available() else "cpu")
     tokens_per_step = (
-        config.per_device_batch_size * config.gradient_accumulation_steps * world_size() * config.block_size
+        config.per_device_train_batch_size
+        * config.gradient_accumulation_steps
+        * world_size()
+        * config.block_size
     )
     throughput = ThroughputCallback(tokens_per_step, num_parameters, peak_flops)
     prompts = sample_prompts(heldout_documents, tokenizer, config) if config.objective == "causal_lm" else []
@@ -652,27 +345,25 @@ def run(config: Config) -> dict[str, Any]:
 def save_final_model(
     trainer: Trainer, tokenizer: PreTrainedTokenizerBase, config: Config, metrics: dict
 ) -> None:
-    """Write model, tokenizer and card into a temporary folder, then swap it in as <run_dir>/model."""
-    final_dir = config.run_dir / "model"
-    tmp_dir = config.run_dir / "model.tmp"
-    trainer.save_model(str(tmp_dir))  # every rank takes part (ZeRO-3 gathers the shards here)
-    if is_main_process():
-        tokenizer.save_pretrained(str(tmp_dir))
-        notes = (
-            f"Objective `{config.objective}`, architecture `{config.architecture}`. Held-out perplexity "
-            f"{metrics['perplexity']:.1f} against {metrics['unigram_perplexity']:.1f} for a unigram model of "
-            "the training tokens (add-one smoothed) on the same held-out tokens."
-        )
-        write_model_card(tmp_dir, "pretrain", config.to_dict(), metrics, notes=notes)
-        if final_dir.exists():
-            shutil.rmtree(final_dir)
-        os.replace(tmp_dir, final_dir)
-    trainer.accelerator.wait_for_everyone()
+    """Write model, tokenizer and card atomically as <run_dir>/model (every rank: ZeRO-3 gathers the shards)."""
+    notes = (
+        f"Objective `{config.objective}`, architecture `{config.architecture}`. Held-out perplexity "
+        f"{metrics['perplexity']:.1f} against {metrics['unigram_perplexity']:.1f} for a unigram model of "
+        "the training tokens (add-one smoothed) on the same held-out tokens."
+    )
+    save_model_folder(
+        config.run_dir / "model",
+        lambda folder: trainer.save_model(str(folder)),
+        tokenizer=tokenizer,
+        card=lambda folder: write_model_card(folder, "pretrain", config.to_dict(), metrics, notes=notes),
+        is_main=is_main_process(),
+        barrier=trainer.accelerator.wait_for_everyone,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     """`alignment pretrain --config configs/pretrain/tiny.yaml [--key value ...]`."""
-    metrics = run(parse_config(Config, argv))
+    metrics = run_cli("pretrain", lambda args: run(parse_config(Config, args)), argv)
     if is_main_process():
         print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
 

@@ -48,14 +48,14 @@ def setup(tmp_path_factory, tiny_model_dir):
         json.dumps({"mean": 0.1, "std": 0.5, "eval_accuracy": 0.6})
     )
     overrides = {
-        "policy_model": str(tiny_model_dir),
+        "model": str(tiny_model_dir),
         "reward_model": str(folder / "rm"),
-        "prompts": str(folder / "prompts.jsonl"),
-        "eval_prompts": None,
+        "train_data": str(folder / "prompts.jsonl"),
+        "eval_data": None,
         "batch_size": 8,
         "mini_batch_size": 8,
         "ppo_epochs": 1,
-        "total_steps": 2,
+        "max_steps": 2,
         "max_new_tokens": 8,
         "min_new_tokens": 8,
         "temperature": 0.0,
@@ -64,7 +64,7 @@ def setup(tmp_path_factory, tiny_model_dir):
         "progress_bar": False,
     }
     single = folder / "single"
-    from alignment.ppo.trainer import run
+    from alignment.ppo.train import run
 
     run(build_config(Config, {**overrides, "output_dir": str(single)}))
     return folder, overrides, read_metrics(single)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from alignment.core.config import ConfigError, build_config, parse_config
-from alignment.pipeline import Config, PipelineError, build_command, main, run
+from alignment.pipeline import Config, PipelineError, StageFailed, build_command, main, run
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -45,8 +45,8 @@ def fake(tmp_path):
             "stages": ["pretrain", "sft", "ppo"],
             "recipes": {"sft": str(recipe)},
             "commands": {s: ["{python}", str(script), "{stage}"] for s in ("pretrain", "sft", "ppo")},
-            "inputs": {"sft": {"model": "{pretrain}"}, "ppo": {"policy_model": "{sft}", "tags": ["a", "b"]}},
-            "overrides": {"ppo": {"total_steps": 3, "use_lora": False}},
+            "inputs": {"sft": {"model": "{pretrain}"}, "ppo": {"model": "{sft}", "tags": ["a", "b"]}},
+            "overrides": {"ppo": {"max_steps": 3, "normalize_reward": False}},
             "outputs": {},
         }
         values.update(extra)
@@ -66,8 +66,10 @@ def test_stages_run_in_order_with_wired_inputs_then_skip(fake):
     sft, ppo = calls()[1]["opts"], calls()[2]["opts"]
     assert sft["--config"].endswith("sft.yaml") and sft["--run_name"] == "demo"
     assert sft["--model"] == str(root / "demo" / "pretrain" / "model")
-    assert ppo["--policy_model"] == str(root / "demo" / "sft" / "model")
-    assert ppo["--tags"] == '["a", "b"]' and ppo["--total_steps"] == "3" and ppo["--use_lora"] == "false"
+    assert ppo["--model"] == str(root / "demo" / "sft" / "model")
+    assert (
+        ppo["--tags"] == '["a", "b"]' and ppo["--max_steps"] == "3" and ppo["--normalize_reward"] == "false"
+    )
     for stage in ("pretrain", "sft", "ppo"):
         timing = json.loads((root / "demo" / stage / "timing.json").read_text())
         assert timing["stage"] == stage and timing["wall_s"] >= 0
@@ -96,20 +98,20 @@ def test_a_model_without_a_done_marker_is_not_done(fake):
 def test_first_failing_stage_stops_the_pipeline(fake, monkeypatch, capsys):
     make, calls, root = fake
     monkeypatch.setenv("FAIL_STAGE", "sft")
-    with pytest.raises(PipelineError) as err:
+    with pytest.raises(StageFailed) as err:
         run(make())
     message = str(err.value)
     log = root / "demo" / "sft" / "stage.log"
-    assert "stage 'sft' exited with code 3" in message and str(log) in message and "fake_stage.py" in message
-    assert "something went wrong" in message and "something went wrong" in log.read_text()
+    assert "stage 'sft' failed with exit code 3" in message and str(log) in message and "\n" not in message
+    assert "something went wrong" in message and "fake_stage.py" in log.read_text().splitlines()[0]
     assert [c["stage"] for c in calls()] == ["pretrain", "sft"]
     assert not (root / "demo" / "sft" / "timing.json").exists()
 
     monkeypatch.setenv("FAIL_STAGE", "ppo")
     with pytest.raises(SystemExit) as exit_info:
         main(["--config", str(_write_yaml(root / "p.yaml", make())), "--dry_run", "false"])
-    assert exit_info.value.code == 1
-    assert "stage 'ppo' exited with code 3" in capsys.readouterr().err
+    assert exit_info.value.code == 3  # the failing stage's own exit code
+    assert "stage 'ppo' failed with exit code 3" in capsys.readouterr().err
     assert [c["stage"] for c in calls()[2:]] == ["sft", "ppo"]  # pretrain was done, sft was not
 
     monkeypatch.delenv("FAIL_STAGE")
@@ -120,7 +122,7 @@ def test_first_failing_stage_stops_the_pipeline(fake, monkeypatch, capsys):
 def test_a_stage_that_writes_no_model_fails(fake, tmp_path):
     make, calls, root = fake
     config = make(stages=["pretrain"], commands={"pretrain": [sys.executable, "-c", "print('no model')"]})
-    with pytest.raises(PipelineError, match="exited 0 but did not write"):
+    with pytest.raises(StageFailed, match="finished without its output: .*pretrain.model does not exist"):
         run(config)
 
 

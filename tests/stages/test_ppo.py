@@ -13,9 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from alignment.core.config import ConfigError, build_config
+from alignment.core.errors import TrainingHalted
 from alignment.core.logging import read_metrics
 from alignment.ppo.config import Config
-from alignment.ppo.trainer import TrainingHalted, run
+from alignment.ppo.train import run
 
 JUDGES = """
 def count_e(text):
@@ -63,20 +64,20 @@ def judge_path(ppo_data, monkeypatch):
 def tiny_config(model_dir, data_dir, out_dir, **overrides) -> Config:
     values = dict(
         output_dir=str(out_dir),
-        policy_model=str(model_dir),
+        model=str(model_dir),
         reward_model=None,
         reward_fn="ppo_test_judges:count_e",
-        prompts=str(data_dir / "prompts.jsonl"),
-        eval_prompts=None,
+        train_data=str(data_dir / "prompts.jsonl"),
+        eval_data=None,
         batch_size=16,
         mini_batch_size=8,
         ppo_epochs=2,
         max_new_tokens=10,
         learning_rate=3e-3,
         kl_coef=0.01,
-        total_steps=4,
+        max_steps=4,
         progress_bar=False,
-        sample_every=0,
+        sample_steps=0,
         value_model="policy_head",
         value_head_init="fresh",
     )
@@ -90,11 +91,11 @@ def test_reward_rises_and_kl_is_reported(tiny_model_dir, judge_path, tmp_path):
         tiny_model_dir,
         judge_path,
         out,
-        total_steps=20,
-        eval_prompts=str(judge_path / "prompts.jsonl"),
-        eval_num_prompts=12,
+        max_steps=20,
+        eval_data=str(judge_path / "prompts.jsonl"),
+        max_eval_samples=12,
         value_model="separate",
-        sample_every=10,
+        sample_steps=10,
         ppo_epochs=4,
     )
     final = run(config)
@@ -139,11 +140,11 @@ def test_reward_rises_and_kl_is_reported(tiny_model_dir, judge_path, tmp_path):
 
 def test_resume_continues_the_same_run(tiny_model_dir, judge_path, tmp_path):
     straight = tmp_path / "straight"
-    run(tiny_config(tiny_model_dir, judge_path, straight, total_steps=4, save_every=2))
+    run(tiny_config(tiny_model_dir, judge_path, straight, max_steps=4, save_steps=2))
     resumed = tmp_path / "resumed"
-    run(tiny_config(tiny_model_dir, judge_path, resumed, total_steps=2))
-    assert (resumed / "checkpoints" / "step-000002" / "trainer_state.json").exists()
-    run(tiny_config(tiny_model_dir, judge_path, resumed, total_steps=4, resume=True))
+    run(tiny_config(tiny_model_dir, judge_path, resumed, max_steps=2))
+    assert (resumed / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists()
+    run(tiny_config(tiny_model_dir, judge_path, resumed, max_steps=4, resume="auto"))
     a = {r["step"]: r for r in read_metrics(straight)}
     b = {r["step"]: r for r in read_metrics(resumed)}
     assert sorted(b) == [1, 2, 3, 4]
@@ -159,14 +160,14 @@ def test_lora_reference_ptx_and_first_ratio_is_one(tiny_model_dir, judge_path, t
             tiny_model_dir,
             judge_path,
             out,
-            total_steps=2,
-            use_lora=True,
+            max_steps=2,
+            peft="lora",
             lora_r=4,
             ppo_epochs=1,
             mini_batch_size=16,
             learning_rate=1e-9,
             ptx_coef=0.5,
-            ptx_dataset=str(judge_path / "ptx.jsonl"),
+            ptx_data=str(judge_path / "ptx.jsonl"),
             kl_estimator="k3",
             adaptive_kl=True,
             target_kl=0.1,
@@ -187,10 +188,48 @@ def test_lora_reference_ptx_and_first_ratio_is_one(tiny_model_dir, judge_path, t
     assert not (out / "model" / "adapter_config.json").exists()
 
 
+def test_ptx_stream_reads_every_text_once_per_pass_in_order_and_resumes_in_place(
+    tiny_model_dir, judge_path, tmp_path, monkeypatch
+):
+    # ptx_batch_size (3) differs from the micro-batch (2 rollouts): the stream must still move 3 texts a
+    # micro-batch. 2 steps x 2 epochs x 4 micro-batches x 3 texts = 48 reads = 4 passes over the 12 texts.
+    from alignment.ppo.data import PtxSource, SeededOrder
+
+    reads: list[str] = []
+    original = PtxSource.texts_at
+    monkeypatch.setattr(
+        PtxSource,
+        "texts_at",
+        lambda self, positions: reads.extend(original(self, positions)) or original(self, positions),
+    )
+    common = dict(
+        batch_size=8,
+        mini_batch_size=4,
+        gradient_accumulation_steps=2,
+        ppo_epochs=2,
+        ptx_coef=0.5,
+        ptx_data=str(judge_path / "ptx.jsonl"),
+        ptx_batch_size=3,
+        save_steps=1,
+    )
+    run(tiny_config(tiny_model_dir, judge_path, tmp_path / "straight", max_steps=2, **common))
+    texts = [json.loads(line)["text"] for line in (judge_path / "ptx.jsonl").read_text().splitlines()]
+    order = SeededOrder(len(texts), seed=42)
+    assert reads == [texts[order[p]] for p in range(48)]
+    for start in range(0, 48, 12):
+        assert sorted(reads[start : start + 12]) == sorted(texts)  # every text once per pass
+
+    straight = list(reads)
+    reads.clear()
+    run(tiny_config(tiny_model_dir, judge_path, tmp_path / "resumed", max_steps=1, **common))
+    run(tiny_config(tiny_model_dir, judge_path, tmp_path / "resumed", max_steps=2, **common))
+    assert reads == straight  # step 2 of the resumed run reads exactly the texts the uninterrupted one read
+
+
 def test_gradient_accumulation_matches_one_big_micro_batch(tiny_model_dir, judge_path, tmp_path):
     # Fixed-length responses make every micro-batch hold the same number of tokens, so the mean of the two
     # half-batch losses equals the full-batch loss, and the step-2 rollouts (after one update) must agree.
-    common = dict(total_steps=2, ppo_epochs=1, mini_batch_size=8, min_new_tokens=10, value_model="separate")
+    common = dict(max_steps=2, ppo_epochs=1, mini_batch_size=8, min_new_tokens=10, value_model="separate")
     run(tiny_config(tiny_model_dir, judge_path, tmp_path / "ga1", gradient_accumulation_steps=1, **common))
     run(tiny_config(tiny_model_dir, judge_path, tmp_path / "ga2", gradient_accumulation_steps=2, **common))
     one, two = read_metrics(tmp_path / "ga1"), read_metrics(tmp_path / "ga2")
@@ -213,7 +252,7 @@ def test_reward_model_with_stats(tiny_model_dir, judge_path, tmp_path):
             tiny_model_dir,
             judge_path,
             out,
-            total_steps=2,
+            max_steps=2,
             reward_fn=None,
             reward_model=str(rm_dir),
             value_model="separate",
@@ -234,13 +273,13 @@ def test_non_finite_reward_stops_with_checkpoint(tiny_model_dir, judge_path, tmp
     out = tmp_path / "nan"
     with pytest.raises(TrainingHalted, match="non-finite scores"):
         run(tiny_config(tiny_model_dir, judge_path, out, reward_fn="ppo_test_judges:not_a_number"))
-    assert (out / "checkpoints" / "step-000000" / "trainer_state.json").exists()
+    assert (out / "checkpoints" / "checkpoint-0" / "trainer_state.json").exists()
 
 
 def test_kl_ceiling_stops(tiny_model_dir, judge_path, tmp_path):
     out = tmp_path / "ceiling"
     with pytest.raises(TrainingHalted, match="kl_ceiling"):
-        run(tiny_config(tiny_model_dir, judge_path, out, total_steps=6, kl_ceiling=1e-4, learning_rate=1e-2))
+        run(tiny_config(tiny_model_dir, judge_path, out, max_steps=6, kl_ceiling=1e-4, learning_rate=1e-2))
 
 
 def test_config_errors_name_the_key():
@@ -248,7 +287,7 @@ def test_config_errors_name_the_key():
         build_config(Config, {"reward_model": None})
     with pytest.raises(ConfigError, match="batch_size"):
         build_config(Config, {"batch_size": 10, "mini_batch_size": 4})
-    with pytest.raises(ConfigError, match="ptx_dataset"):
+    with pytest.raises(ConfigError, match="ptx_data"):
         build_config(Config, {"ptx_coef": 0.1})
     with pytest.raises(ConfigError, match="reward_fn"):
         build_config(Config, {"reward_model": None, "reward_fn": "no_colon"})
@@ -261,4 +300,4 @@ def test_recipes_parse(recipe):
     from alignment.core.config import parse_config
 
     config = parse_config(Config, ["--config", str(Path(__file__).parents[2] / "configs" / "ppo" / recipe)])
-    assert config.total_steps >= 1
+    assert config.max_steps >= 1

@@ -44,17 +44,17 @@ def corpus(tmp_path_factory) -> Path:
 def tiny(corpus: Path, out: Path, **overrides) -> Config:
     values = dict(
         train_data=str(corpus),
-        heldout_data=None,
-        heldout_fraction=0.1,
+        eval_data=None,
+        eval_fraction=0.1,
         output_dir=str(out),
         vocab_size=512,
         n_layer=1,
         d_model=32,
         n_head=2,
         block_size=32,
-        per_device_batch_size=4,
+        per_device_train_batch_size=4,
         max_steps=30,
-        warmup_steps=3,
+        warmup_ratio=0.1,
         learning_rate=1e-2,
         eval_steps=10,
         save_steps=10,
@@ -128,7 +128,7 @@ def test_span_corruption_heldout_loss_falls(corpus, tmp_path):
 
 def test_resume_after_kill_matches_uninterrupted_run(corpus, tmp_path):
     # Dropout on, so the restored RNG state matters as much as the data order and the LR schedule.
-    settings = dict(max_steps=12, save_steps=6, eval_steps=6, logging_steps=1, dropout=0.1, warmup_steps=2)
+    settings = dict(max_steps=12, save_steps=6, eval_steps=6, logging_steps=1, dropout=0.1, warmup_ratio=0.1)
     full, parts = tmp_path / "full", tmp_path / "parts"
     run(tiny(corpus, full, **settings))
     stopped = run(tiny(corpus, parts, stop_after_step=6, **settings))
@@ -183,9 +183,9 @@ def test_ddp_launch_trains_two_ranks_in_step(corpus, tmp_path):
     out = tmp_path / "ddp"
     command = [
         str(REPO / ".venv" / "bin" / "accelerate"), "launch", "--config_file", "configs/accelerate/ddp.yaml",
-        "scripts/pretrain.py", "--train_data", str(corpus), "--heldout_data", "null", "--output_dir", str(out),
-        "--n_layer", "1", "--d_model", "32", "--n_head", "2", "--block_size", "32", "--per_device_batch_size", "4",
-        "--max_steps", "6", "--warmup_steps", "1", "--eval_steps", "3", "--save_steps", "3", "--logging_steps", "1",
+        "scripts/pretrain.py", "--train_data", str(corpus), "--eval_data", "null", "--output_dir", str(out),
+        "--n_layer", "1", "--d_model", "32", "--n_head", "2", "--block_size", "32", "--per_device_train_batch_size", "4",
+        "--max_steps", "6", "--warmup_ratio", "0.1", "--eval_steps", "3", "--save_steps", "3", "--logging_steps", "1",
         "--max_eval_blocks", "8", "--sample_max_new_tokens", "4",
         "--max_time_minutes", "60",  # runs the ranks' agreement on the deadline at every step
     ]  # fmt: skip

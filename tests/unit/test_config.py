@@ -61,7 +61,7 @@ def test_unknown_key_on_command_line(recipe):
         (["--learning_rate", "fast"], "learning_rate: expected float"),
         (["--use_lora", "maybe"], "use_lora: expected true or false"),
         (["--schedule", "step"], "schedule: expected one of 'linear', 'cosine'"),
-        (["--learning_rate", "-1"], "learning_rate: expected a positive number"),
+        (["--learning_rate", "-1"], "learning_rate: expected a number > 0"),
         (["--layers", "a,b"], "layers[0]: expected int"),
     ],
 )

@@ -86,7 +86,7 @@ def test_bad_row_is_named_or_skipped_and_counted(tmp_path, fmt, bad, key):
     with pytest.raises(DatasetFormatError) as error:
         load_dataset_as(path, fmt)
     message = str(error.value)
-    assert str(path) in message and "row 2" in message and f"key '{key}'" in message
+    assert str(path) in message and "row 3" in message and f"key '{key}'" in message  # rows count from 1
     dataset, report = load_dataset_as(path, fmt, skip_bad_rows=True)
     assert len(dataset) == 3 and report.rows_in == 4 and sum(report.skipped.values()) == 1
     assert list(report.skipped) == [f"bad '{key.split('[')[0]}'"]
@@ -109,7 +109,7 @@ def test_value_of_another_json_type_names_row_and_key(tmp_path):
     path = tmp_path / "text.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in [{"text": "a"}, {"text": "b"}, {"text": 5}]) + "\n")
     with pytest.raises(
-        DatasetFormatError, match=r"row 2: key 'text': expected a string like row 0, got a number"
+        DatasetFormatError, match=r"row 3: key 'text': expected a string like row 1, got a number"
     ):
         load_dataset_as(path, "text")
 
@@ -118,7 +118,7 @@ def test_validate_rows_works_on_in_memory_datasets():
     import datasets
 
     dataset = datasets.Dataset.from_list([GOOD["rankings"], {**GOOD["rankings"], "ranks": [2, 2]}])
-    with pytest.raises(DatasetFormatError, match="mine: row 1: key 'ranks'"):
+    with pytest.raises(DatasetFormatError, match="mine: row 2: key 'ranks'"):
         validate_rows(dataset, "rankings", "mine")
     kept, report = validate_rows(dataset, "rankings", "mine", skip_bad_rows=True)
     assert len(kept) == 1 and report.skipped == {"bad 'ranks'": 1}

@@ -35,6 +35,56 @@ def test_masked_whiten_full_and_scale_only():
     assert scaled.tolist() == pytest.approx([-0.70711, 0.70711], abs=1e-5)
 
 
+def test_masked_whiten_with_all_reduce_equals_whitening_the_whole_batch():
+    # Two "processes" hold halves of one batch: with the sums added across them, each half is whitened with
+    # the statistics of the whole (mean 2.5, unbiased var 5/3 over the masked 1, 2, 3, 4), not its own.
+    halves = [t([[1.0, 2.0, 9.0]]), t([[3.0, 4.0, 9.0]])]
+    masks = [t([[1, 1, 0]]), t([[1, 1, 0]])]
+    sums = [torch.stack([(v * m).sum(), (v**2 * m).sum(), m.sum()]).double() for v, m in zip(halves, masks)]
+    total = sums[0] + sums[1]
+    whitened = [losses.masked_whiten(v, m, all_reduce=lambda _: total) for v, m in zip(halves, masks)]
+    std = math.sqrt(5 / 3)
+    assert whitened[0].tolist()[0] == pytest.approx([-1.5 / std, -0.5 / std, 0.0], abs=1e-5)
+    assert whitened[1].tolist()[0] == pytest.approx([0.5 / std, 1.5 / std, 0.0], abs=1e-5)
+    alone = losses.masked_whiten(t([[1.0, 2.0, 3.0, 4.0]]), t([[1, 1, 1, 1]]))
+    assert torch.cat([w[:, :2] for w in whitened], dim=1).tolist()[0] == pytest.approx(
+        alone.tolist()[0], abs=1e-6
+    )
+
+
+def _whiten_on_two_processes(rank: int, port: int, values: torch.Tensor, mask: torch.Tensor, out) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+
+    def all_reduce(tensor):
+        dist.all_reduce(tensor)
+        return tensor
+
+    half = values.shape[0] // 2
+    rows = slice(rank * half, (rank + 1) * half)
+    out[rank] = losses.masked_whiten(values[rows], mask[rows], True, all_reduce)
+    dist.destroy_process_group()
+
+
+def test_masked_whiten_over_two_real_processes_matches_one():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    torch.manual_seed(0)
+    values = torch.randn(6, 5) * 3 + 1
+    mask = (torch.rand(6, 5) > 0.3).float()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_whiten_on_two_processes, args=(port, values, mask, out), nprocs=2)
+    torch.testing.assert_close(
+        torch.cat([out[0], out[1]]), losses.masked_whiten(values, mask), atol=1e-5, rtol=0
+    )
+
+
 def test_kl_estimators_by_hand():
     logprobs = torch.tensor([math.log(0.5)])
     ref_logprobs = torch.tensor([math.log(0.25)])
@@ -68,11 +118,6 @@ def test_entropy_from_logits():
     entropy = losses.entropy_from_logits(logits)
     assert entropy[0, 0].item() == pytest.approx(math.log(4))
     assert entropy[0, 1].item() == pytest.approx(0.0, abs=1e-6)
-
-
-def test_logprobs_from_logits():
-    logits = torch.tensor([[[math.log(1.0), math.log(3.0)]]])  # softmax -> [0.25, 0.75]
-    assert losses.logprobs_from_logits(logits, torch.tensor([[1]])).item() == pytest.approx(math.log(0.75))
 
 
 def test_penalized_rewards_put_score_on_last_real_token():

@@ -51,7 +51,7 @@ def test_rankings_file_errors_name_file_and_row(tmp_path):
         ],
         path,
     )
-    with pytest.raises(DatasetFormatError, match=r"rankings.jsonl: row 1: key 'ranks'"):
+    with pytest.raises(DatasetFormatError, match=r"rankings.jsonl: row 2: key 'ranks'"):
         load_preference_file(str(path))
     pairs = load_preference_file(str(path), skip_bad_rows=True)
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [("x", "y")]
@@ -63,7 +63,7 @@ def test_pairs_file_keeps_margin_and_rejects_identical(tmp_path):
     (pair,) = load_preference_file(str(path))
     assert pair["margin"] == 1.5 and pair["gap"] == 1.5 and pair["weight"] == 1.0
     write_jsonl([{"prompt": "p", "chosen": "same", "rejected": "same"}], path)
-    with pytest.raises(DatasetFormatError, match="row 0: key 'rejected'"):
+    with pytest.raises(DatasetFormatError, match="row 1: key 'rejected'"):
         load_preference_file(str(path))
 
 

@@ -102,7 +102,7 @@ def test_build_sets_a_distinct_pad_token_when_the_backbone_pads_with_eos(tmp_pat
     tokenizer.pad_token = tokenizer.eos_token  # the classic GPT-2 set-up
     folder = tmp_path / "eos-pad"
     tokenizer.save_pretrained(folder)
-    model, fixed = build_reward_model(str(tiny_model_dir), tokenizer_name_or_path=str(folder))
+    model, fixed = build_reward_model(str(tiny_model_dir), tokenizer=str(folder))
     assert fixed.pad_token_id != fixed.eos_token_id == model.config.eos_token_id
     assert model.config.pad_token_id == fixed.pad_token_id
 

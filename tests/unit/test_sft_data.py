@@ -7,7 +7,7 @@ import torch
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from alignment.core.formats import DatasetFormatError
-from alignment.sft_data import IGNORE_INDEX, tokenize_dataset
+from alignment.sft.data import IGNORE_INDEX, tokenize_dataset
 
 
 def write_rows(path, rows):
@@ -78,12 +78,12 @@ def test_chat_prompt_format_wraps_prompt_completion_rows(tmp_path, tiny_tokenize
         ([{"prompt": "the movie"}], r"SFT needs columns 'prompt' and 'completion'.*found \['prompt'\]"),
         (
             [{"prompt": "the movie", "completion": "   "}],
-            "row 0: key 'completion': expected a non-empty string",
+            "row 1: key 'completion': expected a non-empty string",
         ),
-        ([{"prompt": "a", "completion": " b"}, {"prompt": "c"}], "row 1: key 'completion'"),
-        ([{"prompt": 3, "completion": " b"}], "row 0: key 'prompt': expected a string"),
-        ([{"prompt": "a", "completion": " b"}, {"prompt": "c", "completion": 7}], "row 1: key 'completion'"),
-        ([{"messages": [{"role": "user", "content": "hi"}]}], "row 0: key 'messages'"),
+        ([{"prompt": "a", "completion": " b"}, {"prompt": "c"}], "row 2: key 'completion'"),
+        ([{"prompt": 3, "completion": " b"}], "row 1: key 'prompt': expected a string"),
+        ([{"prompt": "a", "completion": " b"}, {"prompt": "c", "completion": 7}], "row 2: key 'completion'"),
+        ([{"messages": [{"role": "user", "content": "hi"}]}], "row 1: key 'messages'"),
         ([{"prompt": "a", "chosen": "b", "rejected": "c"}], "SFT needs columns"),
     ],
 )
@@ -120,5 +120,5 @@ def test_rows_over_max_length_are_counted(tmp_path, tiny_tokenizer):
     assert max(len(ids) for ids in dataset["input_ids"]) == 24
     _, report = tokenize_dataset(path, tiny_tokenizer, max_length=24, overlong="skip")
     assert report.rows_kept == 1 and report.skipped == {"over max_length": 2}
-    with pytest.raises(DatasetFormatError, match=r"row 1: \d+ tokens, over max_length=24"):
+    with pytest.raises(DatasetFormatError, match=r"row 2: \d+ tokens, over max_length=24"):
         tokenize_dataset(path, tiny_tokenizer, max_length=24, overlong="error")

@@ -11,8 +11,9 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from alignment.core.config import ConfigError
 from alignment.core.models import load_causal_lm
-from alignment.peft_setup import GradualUnfreezeCallback, freeze, transformer_blocks
-from alignment.sft import Config, build_trainer
+from alignment.core.trainable import GradualUnfreezeCallback, freeze, transformer_blocks
+from alignment.sft.config import Config
+from alignment.sft.train import build_trainer
 
 DEMOS = [
     ("the movie was", " wonderful and the acting was great"),
@@ -66,7 +67,7 @@ def _trainer(tmp_path, model_dir, demos, **overrides):
         max_steps=3,
         per_device_train_batch_size=4,
         learning_rate=1e-2,
-        warmup_steps=0,
+        warmup_ratio=0.0,
         save_steps=0,
         num_samples=0,
         logging_steps=1,
@@ -165,8 +166,8 @@ def test_gradual_unfreezing_in_training(tmp_path, tiny_model_dir, demos):
         ({"peft": "lora", "freeze_layers": 1}, "peft: 'lora' trains only its adapter"),
         ({"peft": "prompt_tuning", "packing": True}, "packing: expected false"),
         ({"max_length": 4}, "max_length: expected an int >= 8"),
-        ({"eval_fraction": 1.0}, r"eval_fraction: expected a float in \[0, 1\)"),
-        ({"max_steps": 0}, "max_steps: expected -1 or an int >= 1"),
+        ({"eval_fraction": 1.0}, r"eval_fraction: expected a share in \[0, 1\)"),
+        ({"max_steps": 0}, r"max_steps: expected -1 \(use num_train_epochs\) or an int >= 1"),
     ],
 )
 def test_config_rejects_impossible_values_naming_the_key(overrides, message):

@@ -1,5 +1,8 @@
 """Which parameters train: peft adapters (LoRA, IA3, prompt tuning), layer freezing, gradual unfreezing.
 
+Shared by every stage that fine-tunes (SFT, PPO's LoRA policy, fine-tuning), so a method means the same
+everywhere.
+
 - Adapters come from `peft`; with no target modules given, peft's per-architecture defaults apply
   (GPT-2: `c_attn`; Llama: `q_proj`, `v_proj` for LoRA).
 - Freezing: the bottom k transformer blocks and/or the embeddings stop training. With tied embeddings
@@ -15,6 +18,7 @@ from typing import Literal
 import torch
 from peft import IA3Config, LoraConfig, PeftConfig, PromptTuningConfig, PromptTuningInit, TaskType
 from transformers import PreTrainedModel, TrainerCallback
+from transformers.pytorch_utils import Conv1D
 
 PeftMethod = Literal["none", "lora", "ia3", "prompt_tuning"]
 MERGEABLE = (
@@ -30,31 +34,42 @@ def build_peft_config(
     lora_dropout: float = 0.0,
     target_modules: list[str] | str | None = None,
     num_virtual_tokens: int = 8,
+    model: torch.nn.Module | None = None,
+    task_type: TaskType = TaskType.CAUSAL_LM,
 ) -> PeftConfig | None:
     """The peft config for `method`, or None for full fine-tuning.
 
-    `target_modules` names the adapted modules ("all-linear" for every linear layer but the head);
-    empty or None picks peft's default for the architecture.
+    `target_modules` names the adapted modules (["all-linear"] or "all-linear" for every linear layer but the
+    head); empty or None picks peft's default for the architecture. With `model`, LoRA is told whether the
+    model keeps its projections transposed (GPT-2's Conv1D), which peft would otherwise fix with a warning
+    per layer.
     """
-    targets = target_modules or None  # None: peft's defaults for the model type
+    targets: list[str] | str | None = target_modules or None  # None: peft's defaults for the model type
+    if targets == ["all-linear"]:
+        targets = "all-linear"
     if method == "none":
         return None
+    transposed = model is not None and any(isinstance(m, Conv1D) for m in model.modules())
     if method == "lora":
         return LoraConfig(
-            task_type=TaskType.CAUSAL_LM,
+            task_type=task_type,
             r=lora_r,
             lora_alpha=lora_alpha,
             lora_dropout=lora_dropout,
             target_modules=targets,
+            fan_in_fan_out=transposed,
         )
     if method == "ia3":
         # IA3's feed-forward modules must be a subset of its targets; peft picks both when none are given.
         return IA3Config(
-            task_type=TaskType.CAUSAL_LM, target_modules=targets, feedforward_modules=[] if targets else None
+            task_type=task_type,
+            target_modules=targets,
+            feedforward_modules=[] if targets else None,
+            fan_in_fan_out=transposed,
         )
     if method == "prompt_tuning":
         return PromptTuningConfig(
-            task_type=TaskType.CAUSAL_LM,
+            task_type=task_type,
             num_virtual_tokens=num_virtual_tokens,
             prompt_tuning_init=PromptTuningInit.RANDOM,
         )

@@ -145,11 +145,11 @@ def tokenize_dataset(
         try:
             input_ids, labels, prompt_text = tokenize_example(row, tokenizer, prompt_format)
         except DatasetFormatError as err:
-            raise DatasetFormatError(f"{source}: row {index}: {err}") from None
+            raise DatasetFormatError(f"{source}: row {index + 1}: {err}") from None
         if len(input_ids) > max_length:
             if overlong == "error":
                 raise DatasetFormatError(
-                    f"{source}: row {index}: {len(input_ids)} tokens, over max_length={max_length} "
+                    f"{source}: row {index + 1}: {len(input_ids)} tokens, over max_length={max_length} "
                     "(raise max_length, or set overlong to 'truncate' or 'skip')"
                 )
             if overlong == "skip":

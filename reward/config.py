@@ -1,0 +1,141 @@
+"""The reward stage's configuration: backbone, comparison data, pair selection, optimization, checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from alignment.core.config import RESUME_HELP, StageConfig, require
+from reward.data import SENTIMENT_SOURCES
+
+
+@dataclass
+class Config(StageConfig):
+    """Options of `alignment reward`."""
+
+    stage: ClassVar[str] = "reward"
+
+    model: str = field(
+        default="runs/tiny-sentiment/sft/model",
+        metadata={
+            "help": "Backbone: a causal LM folder (usually the SFT model) or an encoder such as "
+            "cache://models/minilm-l6-v2; a fresh scalar head is put on top."
+        },
+    )
+    tokenizer: str | None = field(
+        default=None,
+        metadata={"help": "Tokenizer folder, if not the backbone's (the RM keeps its own tokenizer)."},
+    )
+    train_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "Pairs (prompt, chosen, rejected[, margin]) or rankings (prompt, completions, ranks) "
+            "file; null uses the human-rated sentiment snippets (snippets_file)."
+        },
+    )
+    eval_data: str | None = field(
+        default=None,
+        metadata={"help": "Held-out comparisons; null splits train_data by prompt (eval_fraction)."},
+    )
+    eval_fraction: float = field(
+        default=0.1, metadata={"help": "Share of prompts held out when eval_file is null."}
+    )
+    skip_bad_rows: bool = field(
+        default=False, metadata={"help": "Drop and count malformed rows instead of failing."}
+    )
+    snippets_file: str = field(
+        default="cache://datasets/sentiment/snippets.jsonl",
+        metadata={"help": "Human-rated snippets (text, mean_rating, split, source) for the default pairs."},
+    )
+    sources: list[str] = field(
+        default_factory=lambda: list(SENTIMENT_SOURCES),
+        metadata={"help": "Snippet sources to pair: any of movie, amazon, nyt, tweets."},
+    )
+    min_rating_gap: float = field(
+        default=1.0,
+        metadata={"help": "Pair two snippets only if their mean human ratings differ by at least this."},
+    )
+    eval_min_rating_gap: float = field(
+        default=0.25,
+        metadata={
+            "help": "Minimum rating gap of held-out pairs; below min_rating_gap so accuracy by gap covers "
+            "hard pairs too."
+        },
+    )
+    max_train_pairs: int = field(
+        default=3000, metadata={"help": "Number of snippet pairs drawn for training."}
+    )
+    max_eval_pairs: int = field(
+        default=1000, metadata={"help": "Number of snippet pairs drawn from the held-out texts."}
+    )
+    margin_scale: float = field(
+        default=0.0,
+        metadata={
+            "help": "Loss margin = margin_scale * margin column (rating gap); 0 trains plain Bradley-Terry."
+        },
+    )
+    center_rewards_coefficient: float | None = field(
+        default=None,
+        metadata={"help": "Weight of mean((r_c + r_r)^2), keeping rewards centred; null disables."},
+    )
+    max_length: int = field(
+        default=128, metadata={"help": "Tokens per text (prompt + completion); longer is cut."}
+    )
+    max_indistinguishable_fraction: float = field(
+        default=0.01,
+        metadata={"help": "Fail when more than this share of pairs become identical after truncation."},
+    )
+    gap_edges: list[float] = field(
+        default_factory=lambda: [1.0, 2.0],
+        metadata={"help": "Rating-gap bucket edges for held-out accuracy (gap < 1, 1-2, >= 2)."},
+    )
+    learning_rate: float = field(default=5e-4, metadata={"help": "Peak AdamW learning rate."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Share of steps with linear warm-up."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the training pairs."})
+    max_steps: int = field(
+        default=-1, metadata={"help": "Stop after this many optimizer steps (-1: use epochs)."}
+    )
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Pairs per device per step."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Pairs per device per eval step."})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches per optimizer step."}
+    )
+    logging_steps: int = field(default=10, metadata={"help": "Log training metrics every this many steps."})
+    eval_steps: int = field(
+        default=0, metadata={"help": "Evaluate every this many steps (0: only at the end)."}
+    )
+    save_steps: int = field(default=500, metadata={"help": "Checkpoint every this many steps."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
+    resume: str = field(default="auto", metadata={"help": RESUME_HELP})
+
+    def validate(self) -> None:
+        """Reject impossible values, naming the key."""
+        super().validate()
+        require(0.0 < self.eval_fraction < 1.0, "eval_fraction", "a number in (0, 1)", self.eval_fraction)
+        unknown = sorted(set(self.sources) - set(SENTIMENT_SOURCES))
+        require(
+            bool(self.sources) and not unknown,
+            "sources",
+            f"a non-empty subset of {SENTIMENT_SOURCES}",
+            self.sources,
+        )
+        require(self.min_rating_gap > 0, "min_rating_gap", "> 0", self.min_rating_gap)
+        require(self.eval_min_rating_gap > 0, "eval_min_rating_gap", "> 0", self.eval_min_rating_gap)
+        require(self.max_train_pairs >= 1, "max_train_pairs", ">= 1", self.max_train_pairs)
+        require(self.max_eval_pairs >= 1, "max_eval_pairs", ">= 1", self.max_eval_pairs)
+        require(self.margin_scale >= 0, "margin_scale", ">= 0", self.margin_scale)
+        require(self.max_length >= 8, "max_length", ">= 8", self.max_length)
+        require(
+            0 <= self.max_indistinguishable_fraction <= 1,
+            "max_indistinguishable_fraction",
+            "a number in [0, 1]",
+            self.max_indistinguishable_fraction,
+        )
+        require(
+            list(self.gap_edges) == sorted(self.gap_edges) and len(self.gap_edges) >= 1,
+            "gap_edges",
+            "a non-empty increasing list",
+            self.gap_edges,
+        )
