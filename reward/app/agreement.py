@@ -6,9 +6,10 @@ Pure functions over plain lists (no I/O), each checked in tests against hand-com
 - Pairwise agreement: for two labelers and one item, every pair of candidates (i, j) is a comparison; the
   labelers agree when sign(r_i - r_j) is the same for both (a tie agrees only with a tie). This is the
   "agreement rate" InstructGPT reports between labelers (Ouyang et al. 2022, sec. 5.1 and appendix B).
-- Kendall's tau-b between two labelers' ranks of one item (tau-b corrects for ties; Kendall 1945):
+- Kendall's tau-b between two labelers' ranks of one item (tau-b corrects for ties; Kendall 1945), from scipy:
   tau_b = (C - D) / sqrt((n0 - n1) (n0 - n2)), n0 = K(K-1)/2, n1 and n2 the tied pairs of each ranking.
-  Undefined (None) when either ranking ties everything.
+  Undefined (None) when either ranking ties everything. Krippendorff's alpha is our own: no maintained
+  library in our stack computes it over rank units with these difference functions.
 - Krippendorff's alpha (Krippendorff 2011, "Computing Krippendorff's Alpha-Reliability"): units are
   (item, candidate), values the ranks given. With the coincidence matrix o_ck (each unit with m_u >= 2
   values adds 1/(m_u - 1) for every ordered pair of its values), n_c = sum_k o_ck and n = sum_c n_c:
@@ -41,17 +42,14 @@ def pairwise_agreement(ranks_a: Sequence[float], ranks_b: Sequence[float]) -> tu
 
 
 def kendall_tau_b(ranks_a: Sequence[float], ranks_b: Sequence[float]) -> float | None:
-    """Kendall's tau-b of two rankings of the same candidates; None when either has no untied pair."""
-    concordant = discordant = ties_a = ties_b = pairs = 0
-    for i, j in combinations(range(len(ranks_a)), 2):
-        pairs += 1
-        sa, sb = _sign(ranks_a[i] - ranks_a[j]), _sign(ranks_b[i] - ranks_b[j])
-        ties_a += sa == 0
-        ties_b += sb == 0
-        concordant += sa * sb > 0
-        discordant += sa * sb < 0
-    denominator = math.sqrt((pairs - ties_a) * (pairs - ties_b))
-    return (concordant - discordant) / denominator if denominator > 0 else None
+    """Kendall's tau-b of two rankings of the same candidates; None when either has no untied pair.
+
+    scipy's `kendalltau` (variant "b") computes it; it returns NaN where tau-b is undefined.
+    """
+    from scipy.stats import kendalltau
+
+    tau = kendalltau(ranks_a, ranks_b, variant="b").statistic
+    return None if math.isnan(tau) else float(tau)
 
 
 def krippendorff_alpha(units: Iterable[Sequence[float]], metric: str = "ordinal") -> float | None:

@@ -17,7 +17,13 @@ class LabelConfig(StageConfig):
 
     stage: ClassVar[str] = "label"
 
-    host: str = field(default="127.0.0.1", metadata={"help": "Interface to listen on (0.0.0.0 for all)."})
+    host: str = field(
+        default="127.0.0.1",
+        metadata={
+            "help": "Interface to listen on. Serve others through a TLS reverse proxy on this loopback address; "
+            "binding another interface serves plain HTTP (passwords in clear) and is warned about."
+        },
+    )
     port: int = field(default=7860, metadata={"help": "TCP port of the Gradio server."})
     db_path: str | None = field(
         default=None, metadata={"help": "SQLite database file (WAL mode); default <run_dir>/labels.sqlite."}
@@ -31,6 +37,16 @@ class LabelConfig(StageConfig):
             "help": "JSONL of items loaded at start-up: {prompt, completions: [2..9 strings]} rows, or "
             "{prompt} rows whose candidates are generated from `checkpoints`. Loading twice adds nothing."
         },
+    )
+    items_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "The only folder an admin may load item files from on the page (by file name); "
+            "default <run_dir>/items."
+        },
+    )
+    max_request_kb: int = field(
+        default=256, metadata={"help": "Requests with a larger body are refused (HTTP 413) before parsing."}
     )
     checkpoints: list[str] = field(
         default_factory=list,
@@ -79,6 +95,7 @@ class LabelConfig(StageConfig):
         """Reject impossible values, naming the key."""
         super().validate()
         require(1 <= self.port <= 65535, "port", "a TCP port 1..65535", self.port)
+        require(self.max_request_kb >= 1, "max_request_kb", "an integer >= 1", self.max_request_kb)
         require(self.overlap >= 1, "overlap", "an integer >= 1", self.overlap)
         require(
             self.samples_per_checkpoint >= 1,
@@ -134,6 +151,11 @@ class LabelConfig(StageConfig):
     def database(self) -> Path:
         """The SQLite file."""
         return Path(self.db_path) if self.db_path else self.run_dir / "labels.sqlite"
+
+    @property
+    def items_folder(self) -> Path:
+        """The folder admins load item files from."""
+        return Path(self.items_dir) if self.items_dir else self.run_dir / "items"
 
     @property
     def export_folder(self) -> Path:

@@ -21,7 +21,7 @@ def read_item_rows(path: str | Path) -> list[dict]:
     """Read and check item rows; errors name the file, the row and the key."""
     rows = read_jsonl(resolve_path(str(path)))
     for index, row in enumerate(rows):
-        where = f"{path}: row {index}"
+        where = f"{path}: row {index + 1}"
         if not isinstance(row.get("prompt"), str):
             raise DatasetFormatError(f"{where}: key 'prompt': expected a string")
         completions = row.get("completions")

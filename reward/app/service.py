@@ -9,6 +9,9 @@ rejected with a `BadRequest` naming the field.
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,41 +20,136 @@ from reward.app import auth
 from reward.app.config import ROLES, LabelConfig
 from reward.app.export import export_all
 from reward.app.items import build_items, read_item_rows
-from reward.app.store import ACTIONS, LabelStore, NotAssignedError
+from reward.app.store import ACTIONS, AnswerConflict, LabelStore, NotAssignedError
 
 MAX_COMMENT_CHARS = 5000
 MAX_NAME_CHARS = 64
+MAX_PASSWORD_CHARS = 256
+MAX_TOKEN_CHARS = 128  # tokens are 43 characters; anything longer is refused before a database lookup
+MAX_ITEM_ID = 2**63 - 1  # SQLite's INTEGER range
 
 
 class ServiceError(Exception):
-    """A request the service refuses; the message is safe to show to the caller."""
+    """A request the service refuses; the message is safe to show to the caller, `status` is its HTTP code."""
+
+    status = 400
 
 
 class AuthError(ServiceError):
     """No valid session (or wrong name/password at login)."""
 
+    status = 401
+
 
 class Forbidden(ServiceError):
     """Logged in, but the role does not allow this."""
+
+    status = 403
 
 
 class BadRequest(ServiceError):
     """A malformed request; the message names the field."""
 
+    status = 400
+
+
+class Conflict(ServiceError):
+    """The request contradicts what is stored (a second, different answer to an item)."""
+
+    status = 409
+
+
+class TooManyAttempts(ServiceError):
+    """Too many failed logins for this account or address; the message says how long to wait."""
+
+    status = 429
+
+
+def check_text(value: Any, key: str, max_chars: int, allow_empty: bool = True) -> str:
+    """`value` as a string of at most `max_chars` characters that UTF-8 can encode, or a `BadRequest` naming `key`.
+
+    A lone surrogate (valid in JSON, not in UTF-8) would otherwise fail deep inside SQLite.
+    """
+    if not isinstance(value, str) or len(value) > max_chars or (not allow_empty and not value):
+        raise BadRequest(
+            f"{key}: expected text of {'1' if not allow_empty else '0'} to {max_chars} characters"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{key}: not valid text (it holds a lone surrogate character)") from None
+    return value
+
+
+class LoginThrottle:
+    """Exponential back-off after repeated failed logins, per account and per client address.
+
+    The first `free` failures within `window_s` cost nothing; after that every attempt for that account (or
+    from that address), right or wrong, is refused until `base_s * 2**(failures - free)` seconds (at most
+    `cap_s`) have passed since the last failure. A success clears the account's count, never the address's:
+    one good password must not reset the count of an address that is guessing other accounts.
+    """
+
+    def __init__(
+        self,
+        free: int = 5,
+        base_s: float = 2.0,
+        cap_s: float = 300.0,
+        window_s: float = 900.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.free, self.base_s, self.cap_s, self.window_s, self.clock = free, base_s, cap_s, window_s, clock
+        self._failures: dict[str, tuple[int, float]] = {}  # key -> (failures, time of the last one)
+        self._lock = threading.Lock()
+
+    def wait_s(self, keys: list[str]) -> float:
+        """Seconds until any of `keys` may try again (0 when all may)."""
+        now = self.clock()
+        with self._lock:
+            waits = []
+            for key in keys:
+                count, last = self._failures.get(key, (0, -1e18))
+                if now - last > self.window_s:
+                    continue
+                if count >= self.free:
+                    delay = min(self.cap_s, self.base_s * 2 ** (count - self.free))
+                    waits.append(last + delay - now)
+            return max([0.0, *waits])
+
+    def failed(self, keys: list[str]) -> int:
+        """Count a failure for every key; returns the largest count."""
+        now = self.clock()
+        with self._lock:
+            counts = []
+            for key in keys:
+                count, last = self._failures.get(key, (0, -1e18))
+                count = 1 if now - last > self.window_s else count + 1
+                self._failures[key] = (count, now)
+                counts.append(count)
+            return max(counts)
+
+    def succeeded(self, key: str) -> None:
+        """Forget the failures of one key (the account that just logged in)."""
+        with self._lock:
+            self._failures.pop(key, None)
+
 
 class LabelService:
     """Server-side operations of the labeling app, over one `LabelStore`."""
 
-    def __init__(self, config: LabelConfig, store: LabelStore | None = None) -> None:
+    def __init__(
+        self, config: LabelConfig, store: LabelStore | None = None, throttle: LoginThrottle | None = None
+    ) -> None:
         self.config = config
         self.store = store or LabelStore(config.database)
         self.stale_after_s = config.stale_assignment_minutes * 60
+        self.throttle = throttle or LoginThrottle()
 
     # -----------------------------------------------------------------------------------------
     # Sessions
 
     def _user(self, token: Any, role: str | None = None) -> dict[str, str]:
-        if not isinstance(token, str) or not token:
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS or not token.isascii():
             raise AuthError("not logged in: log in first")
         user = self.store.session_user(auth.token_digest(token))
         if user is None:
@@ -60,15 +158,36 @@ class LabelService:
             raise Forbidden(f"only an {role} may do this")
         return user
 
-    def login(self, name: str, password: str) -> dict[str, str]:
-        """Check name and password; return {token, name, role}. The token goes with every later call."""
-        user = self.store.user(name) if isinstance(name, str) else None
+    def session_name(self, token: Any) -> str | None:
+        """The name of a live session's user, or None (what the web layer checks on every request)."""
+        try:
+            return self._user(token)["name"]
+        except AuthError:
+            return None
+
+    def login(self, name: str, password: str, address: str = "") -> dict[str, str]:
+        """Check name and password; return {token, name, role}. The token goes with every later call.
+
+        Failed attempts are logged and throttled per account and per client `address` (see `LoginThrottle`).
+        """
+        name = check_text(name, "name", MAX_NAME_CHARS)
+        password = check_text(password, "password", MAX_PASSWORD_CHARS)
+        keys = [f"name:{name}", f"address:{address}"]
+        wait = self.throttle.wait_s(keys)
+        if wait > 0:
+            print(
+                f"label: login for {name!r} from {address or '?'} refused: throttled for {wait:.0f} s",
+                flush=True,
+            )
+            raise TooManyAttempts(f"too many failed logins; try again in {wait:.0f} s")
+        user = self.store.user(name)
         # Verify against a dummy hash for unknown names so timing does not reveal which names exist.
-        ok = auth.verify_password(
-            password if isinstance(password, str) else "", user["password_hash"] if user else auth.DUMMY_HASH
-        )
+        ok = auth.verify_password(password, user["password_hash"] if user else auth.DUMMY_HASH)
         if not user or not ok:
+            count = self.throttle.failed(keys)
+            print(f"label: failed login for {name!r} from {address or '?'} ({count} in a row)", flush=True)
             raise AuthError("wrong name or password")
+        self.throttle.succeeded(f"name:{name}")
         token = auth.new_token()
         self.store.create_session(user["name"], auth.token_digest(token), self.config.session_hours * 3600)
         return {"token": token, "name": user["name"], "role": user["role"]}
@@ -87,11 +206,27 @@ class LabelService:
     # Labeling
 
     def next_item(self, token: str) -> dict[str, Any]:
-        """The caller's current item ({item_id, prompt, candidates in the order shown}) or None, with progress."""
+        """The caller's current item ({item_id, prompt, candidates in the order shown}) or None, with progress.
+
+        An unanswered item given earlier comes back first; otherwise a new one is assigned.
+        """
         return self._next_item(self._user(token))
 
+    def current_item(self, token: str) -> dict[str, Any]:
+        """The unanswered item the caller already holds (or None), with progress; never assigns a new one.
+
+        What the page shows when it opens, so opening the page (an admin looking at progress, say) never
+        takes one of an item's overlap slots.
+        """
+        user = self._user(token)
+        return self._payload(user, self.store.open_assignment(user["name"]))
+
     def _next_item(self, user: dict[str, str]) -> dict[str, Any]:
-        item = self.store.next_assignment(user["name"], self.config.overlap, self.stale_after_s)
+        return self._payload(
+            user, self.store.next_assignment(user["name"], self.config.overlap, self.stale_after_s)
+        )
+
+    def _payload(self, user: dict[str, str], item: dict[str, Any] | None) -> dict[str, Any]:
         if item is not None:
             item.pop("order_shown")  # the labeler sees the candidates, not which is which
         progress = self.store.labeler_progress(user["name"], self.config.overlap, self.stale_after_s)
@@ -103,16 +238,16 @@ class LabelService:
         """Store one answer: `rank` (ranks in the order shown, 1 = best, ties allowed), `skip` or `unacceptable`.
 
         Returns {status: recorded | already recorded, record_id} once the answer is committed to disk, plus
-        the next item, so one call per answer suffices.
+        the next item, so one call per answer suffices. The answer is validated before anything else; a
+        retry of the stored answer is acknowledged again, a different answer to an answered item is refused
+        (`Conflict`): records are append-only, and a labeler must never believe a change was saved.
         """
         user = self._user(token)
-        if not isinstance(item_id, int) or isinstance(item_id, bool):
-            raise BadRequest(f"item_id: expected an integer, got {item_id!r}")
+        if not isinstance(item_id, int) or isinstance(item_id, bool) or not 0 <= item_id <= MAX_ITEM_ID:
+            raise BadRequest(f"item_id: expected an item number from 0 to {MAX_ITEM_ID}, got {item_id!r}")
         if action not in ACTIONS:
             raise BadRequest(f"action: expected one of {', '.join(ACTIONS)}, got {action!r}")
-        comment = comment or ""
-        if not isinstance(comment, str) or len(comment) > MAX_COMMENT_CHARS:
-            raise BadRequest(f"comment: expected text of at most {MAX_COMMENT_CHARS} characters")
+        comment = check_text(comment or "", "comment", MAX_COMMENT_CHARS)
         if action == "rank":
             if not isinstance(ranks, list) or not 2 <= len(ranks) <= MAX_RANKED_COMPLETIONS:
                 raise BadRequest("ranks: expected one rank per candidate (2 to 9 integers)")
@@ -126,6 +261,10 @@ class LabelService:
             record_id, created = self.store.add_record(user["name"], item_id, action, ranks, comment)
         except NotAssignedError:
             raise BadRequest(f"item_id: item {item_id} is not one you were given") from None
+        except AnswerConflict as err:
+            raise Conflict(
+                f"you already answered item {item_id} differently (record {err.record_id}); this answer was not saved"
+            ) from None
         except ValueError as err:
             raise BadRequest(str(err)) from None
         following = self._next_item(user)
@@ -144,6 +283,7 @@ class LabelService:
     def history(self, token: str, labeler: str = "") -> list[dict[str, Any]]:
         """Records of the caller; an admin may name any labeler, or "" for everyone's."""
         user = self._user(token)
+        labeler = check_text(labeler or "", "labeler", MAX_NAME_CHARS)
         if user["role"] != "admin":
             if labeler and labeler != user["name"]:
                 raise Forbidden("a labeler can read only their own records")
@@ -184,9 +324,18 @@ class LabelService:
         return {"status": f"added {role} {name}"}
 
     def load_items(self, token: str, path: str) -> dict[str, Any]:
-        """Load items from a JSONL file on the server (admin only); prompt-only rows are generated."""
+        """Load items from a JSONL file in the server's items folder (admin only); prompt-only rows are generated.
+
+        `path` is a file name inside `config.items_folder`; anything that resolves outside it (an absolute
+        path, `..`, a symlink out) is refused, so the page cannot be used to read the server's other files.
+        """
         self._user(token, role="admin")
-        return self.load_items_file(path)
+        name = check_text(path, "path", 255, allow_empty=False)
+        folder = self.config.items_folder.resolve()
+        target = (folder / name).resolve()
+        if folder not in target.parents or not target.is_file():
+            raise BadRequest(f"path: expected the name of a JSONL file in the items folder {folder}")
+        return self.load_items_file(str(target))
 
     def load_items_file(self, path: str) -> dict[str, Any]:
         """Load items without a session (start-up and CLI use); errors name the file, row and key."""
@@ -244,11 +393,13 @@ class LabelService:
 
 def check_new_user(name: Any, role: Any, password: Any) -> None:
     """Validate a new account's fields, naming the bad one."""
-    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS or name != name.strip():
+    name = check_text(name, "name", MAX_NAME_CHARS, allow_empty=False)
+    if not name.strip() or name != name.strip():
         raise BadRequest(
             f"name: expected 1 to {MAX_NAME_CHARS} characters without surrounding spaces, got {name!r}"
         )
     if role not in ROLES:
         raise BadRequest(f"role: expected one of {', '.join(ROLES)}, got {role!r}")
-    if not isinstance(password, str) or len(password) < 8:
+    password = check_text(password, "password", MAX_PASSWORD_CHARS)
+    if len(password) < 8:
         raise BadRequest("password: expected at least 8 characters")

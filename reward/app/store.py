@@ -9,7 +9,8 @@ Why it is safe under load and crashes:
   writers of different processes queue up instead of deadlocking on a read-to-write lock upgrade.
 - One transaction per submission: the record row is written whole or not at all.
 - `records` is append-only: triggers abort any UPDATE or DELETE. A labeler has at most one record per item
-  (UNIQUE), so a retried submission is acknowledged again without being stored twice.
+  (UNIQUE), so a retried submission is acknowledged again without being stored twice, and a different
+  second answer is refused (`AnswerConflict`).
 """
 
 from __future__ import annotations
@@ -88,6 +89,14 @@ OPEN_ITEM = (
 
 class NotAssignedError(LookupError):
     """A labeler submitted for an item that was never shown to them."""
+
+
+class AnswerConflict(ValueError):
+    """A labeler answered an item again, differently from the record already stored."""
+
+    def __init__(self, record_id: int):
+        super().__init__(f"a different answer is already stored (record {record_id})")
+        self.record_id = record_id
 
 
 def content_key(prompt: str, completions: list[str]) -> str:
@@ -261,6 +270,29 @@ class LabelStore:
     # -----------------------------------------------------------------------------------------
     # Assignments
 
+    def open_assignment(self, labeler: str) -> dict[str, Any] | None:
+        """The item `labeler` was given and has not answered (oldest first), or None; assigns nothing."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT a.item_id, a.order_shown FROM assignments a WHERE a.labeler = ? AND NOT EXISTS "
+                "(SELECT 1 FROM records r WHERE r.labeler = a.labeler AND r.item_id = a.item_id) "
+                "ORDER BY a.assigned_at LIMIT 1",
+                (labeler,),
+            ).fetchone()
+            if row is None:
+                return None
+            item = conn.execute(
+                "SELECT prompt, completions FROM items WHERE id = ?", (row["item_id"],)
+            ).fetchone()
+        order = json.loads(row["order_shown"])
+        completions = json.loads(item["completions"])
+        return {
+            "item_id": row["item_id"],
+            "prompt": item["prompt"],
+            "order_shown": order,
+            "candidates": [completions[i] for i in order],
+        }
+
     def next_assignment(self, labeler: str, overlap: int, stale_after_s: float) -> dict[str, Any] | None:
         """The item to show `labeler` now: their unanswered one (resume), else a new one, else None.
 
@@ -324,11 +356,6 @@ class LabelStore:
             raise ValueError(f"action: expected one of {ACTIONS}, got {action!r}")
         now = time.time()
         with self._transaction(durable=True) as conn:
-            done = conn.execute(
-                "SELECT id FROM records WHERE labeler = ? AND item_id = ?", (labeler, item_id)
-            ).fetchone()
-            if done:
-                return done["id"], False
             assignment = conn.execute(
                 "SELECT order_shown, shown_at FROM assignments WHERE labeler = ? AND item_id = ?",
                 (labeler, item_id),
@@ -345,6 +372,16 @@ class LabelStore:
                 ranks = [0] * len(order)
                 for position, original in enumerate(order):
                     ranks[original] = ranks_shown[position]
+            done = conn.execute(
+                "SELECT id, action, ranks FROM records WHERE labeler = ? AND item_id = ?", (labeler, item_id)
+            ).fetchone()
+            if done:  # a retry is acknowledged again; a different answer is not silently dropped
+                if (
+                    done["action"] == action
+                    and (json.loads(done["ranks"]) if done["ranks"] else None) == ranks
+                ):
+                    return done["id"], False
+                raise AnswerConflict(done["id"])
             cursor = conn.execute(
                 "INSERT INTO records (labeler, item_id, action, order_shown, ranks, comment, seconds_spent, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

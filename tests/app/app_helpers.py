@@ -42,15 +42,33 @@ def make_config(tmp_path: Path, n_items: int = 6, labelers: int = 3, overlap: in
     return LabelConfig(**values)
 
 
-def call(http, url: str, name: str, *data):
+def login(http, url: str, name: str, password: str) -> str:
+    """Log in through POST /api/login; returns the session token (the client also keeps the cookie)."""
+    response = http.post(f"{url.rstrip('/')}/api/login", json={"name": name, "password": password})
+    assert response.status_code == 200, response.text
+    return response.json()["token"]
+
+
+def call(http, url: str, name: str, *data, token: str | None = None):
     """POST one API call straight to gradio's /gradio_api/run/<name>; returns (ok, value or error text).
 
-    The session hash (one per HTTP client) lets gradio reuse its per-session state; without one, gradio
-    rebuilds the state of every block of the page on each call (~50 ms here).
+    The session travels as `Authorization: Bearer <token>` (or as the cookie the client kept from
+    /api/login). The session hash lets gradio reuse its per-session state (cheaper calls); it grants nothing.
     """
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     body = {"data": list(data), "session_hash": f"http-{id(http)}"}
-    response = http.post(f"{url.rstrip('/')}/gradio_api/run/{name}", json=body)
-    body = response.json()
+    response = http.post(f"{url.rstrip('/')}/gradio_api/run/{name}", json=body, headers=headers)
+    payload = response.json()
     if response.status_code == 200:
-        return True, body["data"][0]
-    return False, body.get("error")
+        return True, payload["data"][0]
+    return False, payload.get("error") or payload.get("detail")
+
+
+def api_client(url: str, name: str, password: str):
+    """A gradio_client for one user: logged in through /api/login, the token sent as a bearer header."""
+    import httpx
+    from gradio_client import Client
+
+    with httpx.Client() as http:
+        token = login(http, url, name, password)
+    return Client(url, verbose=False, headers={"Authorization": f"Bearer {token}"}), token

@@ -20,13 +20,13 @@ def cheap_password_hashing(monkeypatch):
 @pytest.fixture()
 def running_app(tmp_path):
     """Start an app in this process; yields a function (config) -> (service, url); closes it afterwards."""
-    from reward.app.app import build_app, launch, prepare
+    from reward.app.app import launch, prepare
 
     started = []
 
     def start(config):
         service = prepare(config)
-        demo = launch(build_app(service), config, block=False)
+        demo = launch(service, config, block=False)
         started.append((demo, service))
         return service, demo.local_url
 

@@ -1,4 +1,4 @@
-"""The page in real headless Chromium: log in, rank a 4-candidate item with mouse and keyboard, submit.
+"""The page in real headless Chromium: log in, ask for an item, rank its 4 candidates with mouse and keyboard, submit.
 
 Needs the Debian packages `chromium` (and `chromium-driver` for other drivers) and the pip package
 `playwright` (driving /usr/bin/chromium; `playwright install` is never needed). Skips when either is missing.
@@ -47,10 +47,16 @@ def test_rank_with_mouse_and_keyboard_in_chromium(tmp_path, running_app):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1300})
-            page.goto(url)
-            page.fill("#login-name textarea, #login-name input", LABELERS[0][0])
-            page.fill("#login-password input", LABELERS[0][1])
+            page.goto(url)  # no session yet: the server sends the browser to its login page
+            page.wait_for_selector("#login-name", timeout=30_000)
+            page.fill("#login-name", LABELERS[0][0])
+            page.fill("#login-password", LABELERS[0][1])
             page.click("#login-btn")
+            page.wait_for_selector("#who :text('lab00')", timeout=30_000)
+            cookies = {c["name"]: c for c in page.context.cookies()}
+            assert cookies["label_session"]["httpOnly"] and cookies["label_session"]["sameSite"] == "Strict"
+            assert service.store.open_assignment(LABELERS[0][0]) is None  # logging in took no item
+            page.click("#next-btn")
             page.wait_for_selector("#cand-row-3", state="visible", timeout=30_000)
             assert not page.is_visible("#cand-row-4")  # K = 4 slots shown
             shown = [page.input_value(f"#cand-text-{slot} textarea") for slot in range(4)]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import yaml
-from app_helpers import ADMIN, LABELERS, call, free_port, make_config
+from app_helpers import ADMIN, LABELERS, call, free_port, login, make_config
 
 from reward.app.app import prepare
 
@@ -29,14 +29,13 @@ def label_loop(url: str, name: str, password: str, limit: int, acknowledged: lis
     """Log in and rank items until `limit` are done; record every acknowledged (labeler, item_id)."""
     try:
         with httpx.Client(timeout=60) as http:
-            ok, session = call(http, url, "login", name, password)
-            assert ok, session
-            ok, payload = call(http, url, "next_item", session["token"])
+            token = login(http, url, name, password)
+            ok, payload = call(http, url, "next_item", token=token)
             done = 0
             while ok and payload["item"] is not None and done < limit:
                 item = payload["item"]
                 ranks = list(range(1, len(item["candidates"]) + 1))
-                ok, payload = call(http, url, "submit", session["token"], item["item_id"], "rank", ranks, "")
+                ok, payload = call(http, url, "submit", item["item_id"], "rank", ranks, "", token=token)
                 if ok and payload["status"] == "recorded":
                     acknowledged.append((name, item["item_id"]))
                     done += 1
@@ -94,7 +93,7 @@ def start_server(config_path: Path, port: int) -> subprocess.Popen:
         if process.poll() is not None:
             raise AssertionError(f"server exited early:\n{process.stdout.read()}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/gradio_api/info", timeout=2).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/login", timeout=2).status_code == 200:
                 return process
         except httpx.TransportError:
             pass
@@ -144,9 +143,9 @@ def test_acknowledged_rankings_survive_sigkill(tmp_path, running_app):
     assert len(stored) - len(set(killed_at)) <= N_LABELERS
     # Labelers resume after the restart.
     with httpx.Client() as http:
-        ok, session = call(http, url, "login", *LABELERS[0])
-        ok, payload = call(http, url, "next_item", session["token"])
+        token = login(http, url, *LABELERS[0])
+        ok, payload = call(http, url, "next_item", token=token)
         assert ok and payload["progress"]["rank"] == sum(1 for name, _ in stored if name == LABELERS[0][0])
-        ok, admin = call(http, url, "login", *ADMIN)
-        ok, records = call(http, url, "history", admin["token"], "")
+        admin = login(http, url, *ADMIN)
+        ok, records = call(http, url, "history", "", token=admin)
         assert ok and len(records) == len(stored)

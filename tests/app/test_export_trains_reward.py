@@ -6,8 +6,7 @@ import json
 
 import httpx
 import torch
-from app_helpers import ADMIN, LABELERS, call, make_config
-from gradio_client import Client
+from app_helpers import ADMIN, LABELERS, api_client, call, login, make_config
 from safetensors.torch import load_file
 
 from alignment.core.config import parse_config
@@ -37,17 +36,16 @@ def test_exported_pairs_train_the_reward_model(tmp_path, running_app, tiny_model
     positives = {text: sum(word in text for word in GOOD) for item in items for text in item["completions"]}
     with httpx.Client() as http:
         for name, password in LABELERS[:2]:
-            token = call(http, url, "login", name, password)[1]["token"]
-            payload = call(http, url, "next_item", token)[1]
+            token = login(http, url, name, password)
+            payload = call(http, url, "next_item", token=token)[1]
             while payload["item"] is not None:
                 item = payload["item"]
                 ranks = [3 - positives[text] for text in item["candidates"]]  # most positive = rank 1
-                ok, payload = call(http, url, "submit", token, item["item_id"], "rank", ranks, "")
+                ok, payload = call(http, url, "submit", item["item_id"], "rank", ranks, "", token=token)
                 assert ok, payload
 
-    client = Client(url, verbose=False)
-    admin = client.predict(*ADMIN, api_name="/login")["token"]
-    summary = client.predict(admin, False, api_name="/export")
+    client, _ = api_client(url, *ADMIN)
+    summary = client.predict(False, api_name="/export")
     assert summary["rankings"] == 24 and summary["pairs"] == 72
     assert summary["agreement"]["overall"]["pairwise_agreement"] == 1.0
     assert summary["agreement"]["overall"]["krippendorff_alpha_ordinal"] == 1.0
@@ -64,11 +62,11 @@ def test_exported_pairs_train_the_reward_model(tmp_path, running_app, tiny_model
         [
             "--config",
             "configs/reward/tiny.yaml",
-            "--model_name_or_path",
+            "--model",
             str(tiny_model_dir),
             "--output_dir",
             str(tmp_path / "rm"),
-            "--train_file",
+            "--train_data",
             pairs_file,
             "--eval_fraction",
             "0.5",

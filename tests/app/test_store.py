@@ -9,7 +9,7 @@ import pytest
 from alignment.core.config import ConfigError, parse_config
 from reward.app import auth
 from reward.app.config import LabelConfig
-from reward.app.store import LabelStore, NotAssignedError
+from reward.app.store import AnswerConflict, LabelStore, NotAssignedError
 
 
 @pytest.fixture()
@@ -45,7 +45,11 @@ def test_ranks_stored_in_item_order_and_retry_is_idempotent(store):
     ranks_shown = [1, 2, 2, 4]
     record_id, created = store.add_record("ann", item["item_id"], "rank", ranks_shown, "ok")
     assert created
-    assert store.add_record("ann", item["item_id"], "rank", [4, 3, 2, 1], "") == (record_id, False)
+    assert store.add_record("ann", item["item_id"], "rank", ranks_shown, "retry") == (record_id, False)
+    with pytest.raises(
+        AnswerConflict, match=f"record {record_id}"
+    ):  # a different answer is never dropped silently
+        store.add_record("ann", item["item_id"], "rank", [4, 3, 2, 1], "")
     (row,) = store.records("ann")
     # Candidate order[p] was shown at position p, so it got ranks_shown[p].
     assert [row["ranks"][order[p]] for p in range(4)] == ranks_shown
