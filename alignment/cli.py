@@ -40,6 +40,7 @@ CONFIGS: dict[str, str] = {
     "ppo": "alignment.ppo.config:Config",
     "evaluate": "alignment.evaluate.config:Config",
     "label": "reward.app.config:LabelConfig",
+    "pipeline": "alignment.pipeline:Config",
 }
 
 

@@ -263,7 +263,7 @@ def check_stage_configs(config: Config) -> None:
             raise PipelineError(
                 f"recipes.{stage}: {recipe} does not exist (paths are relative to {Path.cwd()})"
             )
-        if stage in config.commands or stage not in CONFIGS:
+        if stage in config.commands or stage not in CONFIGS or stage == "pipeline":
             continue  # a user's own command: its options are its own business
         try:
             stage_config = parse_config(config_class(stage), stage_arguments(config, stage))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import sys
 import types
@@ -170,7 +169,9 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if origin in (list, tuple):
             if isinstance(value, str):
                 value = (
-                    json.loads(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+                    yaml.safe_load(value)
+                    if value.strip().startswith("[")
+                    else [v for v in value.split(",") if v]
                 )
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"{key}: expected {expected}, got {value!r}")
@@ -187,7 +188,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             return dict(value)
         if inner is Any:
             return value
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, yaml.YAMLError) as err:
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(f"{key}: expected {expected}, got {value!r}") from None

@@ -62,6 +62,7 @@ def debug_requested(argv: list[str]) -> tuple[list[str], bool]:
 def run_cli(command: str, body: Callable[[list[str]], T], argv: list[str] | None = None) -> T:
     """Run a command's body with the shared error path (see the module docstring)."""
     argv, debug = debug_requested(list(sys.argv[1:] if argv is None else argv))
+    previous = os.environ.get(DEBUG_ENV)
     if debug:
         os.environ[DEBUG_ENV] = "1"  # child processes (the pipeline's stages) debug too
     rank = os.environ.get("RANK", "0")
@@ -84,6 +85,11 @@ def run_cli(command: str, body: Callable[[list[str]], T], argv: list[str] | None
                 file=sys.stderr,
             )
         raise SystemExit(INTERRUPT_EXIT) from None
+    finally:
+        if previous is None:
+            os.environ.pop(DEBUG_ENV, None)
+        else:
+            os.environ[DEBUG_ENV] = previous
 
 
 def _save_traceback(command: str) -> str:

@@ -25,6 +25,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import logging as hf_logging
 
 from alignment.core.errors import ConfigError, ModelLoadError
 from alignment.core.paths import resolve_path
@@ -75,7 +76,14 @@ def model_folder(name_or_path: str) -> str:
 
 @contextmanager
 def loading(what: str) -> Iterator[None]:
-    """Turn a library's failure to load a model or tokenizer into a one-line `ModelLoadError` naming `what`."""
+    """Turn a library's failure to load a model or tokenizer into a one-line `ModelLoadError` naming `what`.
+
+    While loading, transformers' per-file progress bar and its load report are silenced: the report lists
+    the fresh heads our stages put on purpose (a reward model's `score`), which reads like an error.
+    """
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     except ModelLoadError:
@@ -83,6 +91,9 @@ def loading(what: str) -> Iterator[None]:
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
         message = " ".join(str(err).split())[:300]
         raise ModelLoadError(f"{what}: cannot be loaded ({type(err).__name__}: {message})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
 
 
 def load_tokenizer(

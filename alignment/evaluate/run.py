@@ -84,10 +84,6 @@ def run(config: Config) -> dict[str, Any]:
     seed_everything(config.seed)
     # step 1. inputs: prompts, judges, perplexity texts, reference model, reward model
     inputs = load_inputs(config)
-    print(
-        f"evaluate: {len(inputs.prompts)} prompts, {len(config.models)} models, "
-        f"{len(inputs.perplexity_texts)} perplexity texts"
-    )
     # step 2. per model: sample, judge, score with the RM, KL to the reference, perplexity
     results = {name: evaluate_model(name, path, inputs, config) for name, path in config.models.items()}
     # step 3. win rates against the baseline, per prompt, ties half
@@ -197,8 +193,8 @@ def evaluate_model(name: str, path: str, inputs: Inputs, config: Config) -> Mode
     result.summary["distinct_2"] = metrics.distinct_n(samples.texts, 2)
     result.summary["mean_length"] = metrics.mean(samples.lengths)
     print(
-        f"evaluate: {name}: gold {result.summary['gold_score']:.3f}, distinct-2 "
-        f"{result.summary['distinct_2']:.3f}, {time.perf_counter() - started:.1f}s"
+        f"evaluate: {name}: gold {result.summary['gold_score']:.3f}, distinct-2 {result.summary['distinct_2']:.3f} "
+        f"on {len(inputs.prompts)} prompts, {time.perf_counter() - started:.1f}s"
     )
     return result
 

@@ -34,12 +34,10 @@ def load_documents(source: str, text_column: str = "text") -> list[str]:
         if text_column != "text":
             rows = rows.rename_column(text_column, "text")
         rows, report = validate_rows(rows.select_columns(["text"]), "text", source, skip_bad_rows=True)
-        if report.skipped:
-            print(
-                f"[pretrain] {source}: left out {sum(report.skipped.values())} empty or non-text rows",
-                flush=True,
-            )
         documents = list(rows["text"])
+        skipped = sum(report.skipped.values())
+        if skipped and documents:
+            print(f"[pretrain] {source}: left out {skipped} empty or non-text rows", flush=True)
     if not documents:
         raise DatasetFormatError(f"{source}: no non-empty documents")
     return documents

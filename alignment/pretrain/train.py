@@ -253,7 +253,6 @@ def run(config: Config) -> dict[str, Any]:
         run_dir / "tensorboard"
     )  # where the Trainer's TensorBoard writes
     args = training_arguments(config)
-    logger = MetricsLogger(run_dir)
 
     # step 1. documents, tokenizer, packed blocks
     train_documents = load_documents(config.train_data, config.text_column)
@@ -267,6 +266,8 @@ def run(config: Config) -> dict[str, Any]:
         tokenizer = prepare_tokenizer(config, train_documents, resuming=resume_from is not None)
     train_blocks = pack_documents(train_documents, tokenizer, config.block_size)
     heldout_blocks = pack_documents(heldout_documents, tokenizer, config.block_size)[: config.max_eval_blocks]
+
+    logger = MetricsLogger(run_dir)  # after the data loaded: a bad corpus leaves the run folder as it was
 
     # step 2. the objective: random corruption per training batch, fixed corruption of the held-out blocks
     collator = ObjectiveCollator(config, tokenizer)

@@ -88,7 +88,7 @@ def build_items(
     if need:
         if not checkpoints:
             raise DatasetFormatError(
-                f"row {need[0]}: key 'completions': missing, and no `checkpoints` are configured to generate them"
+                f"row {need[0] + 1}: key 'completions': missing, and no `checkpoints` are configured to generate them"
             )
         sampled = generate_candidates(
             [rows[i]["prompt"] for i in need], checkpoints, samples_per_checkpoint, sampling, seed

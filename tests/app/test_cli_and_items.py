@@ -74,9 +74,9 @@ def test_items_generated_from_checkpoints(tmp_path, tiny_model_dir, tiny_llama_d
     # Prompt-only rows without checkpoints, and malformed rows, are refused with the row and key named.
     (tmp_path / "bare").mkdir()
     bare = LabelService(make_config(tmp_path / "bare", n_items=0, labelers=0, items_path=None))
-    with pytest.raises(BadRequest, match="row 0: key 'completions'"):
+    with pytest.raises(BadRequest, match="row 1: key 'completions'"):
         bare.load_items_file(str(prompts))
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "p", "completions": ["only one"]}) + "\n")
-    with pytest.raises(BadRequest, match=r"bad.jsonl: row 0: key 'completions'"):
+    with pytest.raises(BadRequest, match=r"bad.jsonl: row 1: key 'completions'"):
         bare.load_items_file(str(bad))

@@ -153,6 +153,38 @@ def test_resume_continues_the_same_run(tiny_model_dir, judge_path, tmp_path):
             assert b[step][key] == pytest.approx(a[step][key], rel=1e-5, abs=1e-6), (step, key)
 
 
+def test_resume_skips_damaged_checkpoints_and_says_which(tiny_model_dir, judge_path, tmp_path, capsys):
+    straight = tmp_path / "straight"
+    run(tiny_config(tiny_model_dir, judge_path, straight, max_steps=4))
+    broken = tmp_path / "broken"
+    run(tiny_config(tiny_model_dir, judge_path, broken, max_steps=3, save_steps=1, save_total_limit=5))
+    checkpoints = broken / "checkpoints"
+    # A kill can leave: truncated weights (3), a truncated RNG file (2), a save that never finished (a temp
+    # folder), and half a line at the end of metrics.jsonl. Only checkpoint-1 is whole.
+    weights = checkpoints / "checkpoint-3" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    rng = checkpoints / "checkpoint-2" / "random_states_0.pkl"
+    rng.write_bytes(rng.read_bytes()[:50])
+    (checkpoints / ".tmp-checkpoint-4").mkdir()
+    with (broken / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 4, "loss": 0.')
+    capsys.readouterr()
+    run(tiny_config(tiny_model_dir, judge_path, broken, max_steps=4, save_steps=1, save_total_limit=5))
+    out = capsys.readouterr().out
+    assert (
+        "skipping checkpoint" in out
+        and "checkpoint-3: model.safetensors: not a readable safetensors file (truncated" in out
+    )
+    assert "checkpoint-2: random_states_0.pkl: unreadable" in out and "resuming from" in out
+    assert not (checkpoints / ".tmp-checkpoint-4").exists()
+    a = {r["step"]: r for r in read_metrics(straight) if "loss" in r}
+    b = {r["step"]: r for r in read_metrics(broken) if "loss" in r}
+    assert sorted(b) == [1, 2, 3, 4]  # steps 2-3 were redone from checkpoint-1, and logged once
+    for step in (2, 3, 4):
+        for key in ("loss", "reward/mean", "kl"):
+            assert b[step][key] == pytest.approx(a[step][key], rel=1e-5, abs=1e-6), (step, key)
+
+
 def test_lora_reference_ptx_and_first_ratio_is_one(tiny_model_dir, judge_path, tmp_path):
     out = tmp_path / "lora"
     run(

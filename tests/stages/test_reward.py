@@ -107,8 +107,9 @@ def test_reward_stage_trains_and_saves_a_scoring_model(tmp_path, tiny_model_dir)
     assert good > bad
     assert (config.run_dir / "checkpoints" / "checkpoint-40").is_dir()
 
-    # a run killed after its step-20 checkpoint continues from there: no step before 20 is trained twice
-    shutil.rmtree(config.run_dir / "checkpoints" / "checkpoint-40")
+    # a run killed while saving checkpoint-40 (weights written, trainer state not yet) continues from
+    # checkpoint-20: the half-saved one is named, skipped and cleared, and no step is trained twice
+    (config.run_dir / "checkpoints" / "checkpoint-40" / "trainer_state.json").unlink()
     shutil.rmtree(model_dir)
     run(config)
     steps = [r["step"] for r in read_metrics(config.run_dir) if "loss" in r]

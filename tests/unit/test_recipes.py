@@ -1,14 +1,13 @@
 """Every shipped YAML under configs/ parses: stage recipes into their stage's Config, accelerate configs
 into a launchable layout whose DeepSpeed JSON exists. Recipes must never drift to keys the code ignores."""
 
-import importlib
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from alignment.cli import COMMANDS
+from alignment.cli import COMMANDS, config_class
 from alignment.core.config import parse_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -22,13 +21,21 @@ def test_every_stage_has_a_tiny_recipe():
     assert (CONFIGS / "pipeline" / "tiny-sentiment.yaml").is_file()
 
 
+def test_every_command_module_exposes_the_config_class_the_cli_names():
+    import importlib
+
+    for stage, (module, _) in COMMANDS.items():
+        assert importlib.import_module(module).Config is config_class(stage), stage
+
+
 @pytest.mark.parametrize("recipe", STAGE_RECIPES, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_stage_recipe_parses(recipe):
     stage = recipe.parent.name
     assert stage in COMMANDS, f"{recipe}: folder {stage!r} is not a command ({sorted(COMMANDS)})"
-    module = importlib.import_module(COMMANDS[stage][0])
-    config = parse_config(module.Config, ["--config", str(recipe)])
+    config = parse_config(config_class(stage), ["--config", str(recipe)])
     assert config.stage == stage
+    # A wall-clock stop would make a recipe's result depend on the machine's speed (opt-in only).
+    assert getattr(config, "max_time_minutes", None) is None, f"{recipe}: max_time_minutes is set"
     header = recipe.read_text().splitlines()[0]
     assert header.startswith("#"), (
         f"{recipe}: start with a comment saying what it is for and how to launch it"
