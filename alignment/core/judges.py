@@ -7,6 +7,10 @@ The gold judge is VADER's compound sentiment score (a lexicon and rules, determi
 the reward model is trained on human ratings of the same kind of text, so VADER is an outside
 measure that PPO cannot exploit directly. Any `Callable[[str], float]` is a judge; a config names
 one as "vader" or as "package.module:function".
+
+A judge that needs the data row a prompt came from (a verifier comparing a response with the row's
+`answer`) sets `needs_reference = True` and is called as `judge(prompt, response, row)`; `score` calls
+either kind the right way, so callers never need to know which one they hold.
 """
 
 from __future__ import annotations
@@ -18,6 +22,13 @@ from collections.abc import Callable
 from alignment.core.errors import ConfigError
 
 Judge = Callable[[str], float]
+
+
+def score(judge: Callable[..., float], prompt: str, response: str, row: dict | None = None) -> float:
+    """The judge's score of `response` to `prompt`: on `prompt + response`, or with the row for a verifier."""
+    if getattr(judge, "needs_reference", False):
+        return float(judge(prompt, response, row or {}))
+    return float(judge(prompt + response))
 
 
 @functools.lru_cache(maxsize=1)

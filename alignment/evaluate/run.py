@@ -25,7 +25,7 @@ import torch
 from alignment.core.config import parse_config
 from alignment.core.errors import ConfigError, run_cli
 from alignment.core.generation import SamplingSettings
-from alignment.core.judges import judge_name, load_judge
+from alignment.core.judges import judge_name, load_judge, score
 from alignment.core.launch import seed_everything
 from alignment.core.logging import read_metrics
 from alignment.core.models import check_length
@@ -159,7 +159,10 @@ def evaluate_model(name: str, path: str, inputs: Inputs, config: Config) -> Mode
         config.max_prompt_length,
     )
     judged = [p + r if config.judge_prompt else r for p, r in zip(inputs.prompts, samples.texts)]
-    scores_by_judge = {jn: [float(judge(text)) for text in judged] for jn, judge in inputs.judges.items()}
+    shown = inputs.prompts if config.judge_prompt else [""] * len(inputs.prompts)  # what the judges see
+    scores_by_judge = {
+        jn: [score(judge, p, r) for p, r in zip(shown, samples.texts)] for jn, judge in inputs.judges.items()
+    }
     result = ModelResult(
         name=name,
         summary={"path": path},

@@ -42,7 +42,8 @@ class PromptSource:
 
     def __init__(self, path: str, tokenizer: PreTrainedTokenizerBase, use_chat_template: bool, seed: int):
         dataset, _ = load_dataset_as(resolve_path(path), "prompts")
-        self.prompts: list[str] = list(dataset["prompt"])
+        self.rows: list[dict] = list(dataset)  # every column: a verifier judge reads the row's answer
+        self.prompts: list[str] = [row["prompt"] for row in self.rows]
         self.tokenizer = tokenizer
         self.use_chat_template = use_chat_template
         self.order = SeededOrder(len(self.prompts), seed)
@@ -57,11 +58,11 @@ class PromptSource:
         messages = [{"role": "user", "content": prompt}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def batch(self, step: int, global_batch_size: int, rank: int = 0, world_size: int = 1) -> list[str]:
-        """Raw prompts for `step` on process `rank` of `world_size`."""
+    def batch(self, step: int, global_batch_size: int, rank: int = 0, world_size: int = 1) -> list[dict]:
+        """The prompt rows ({prompt, ...}) for `step` on process `rank` of `world_size`."""
         local = global_batch_size // world_size
         start = step * global_batch_size + rank * local
-        return [self.prompts[self.order[position]] for position in range(start, start + local)]
+        return [self.rows[self.order[position]] for position in range(start, start + local)]
 
 
 class PtxSource:

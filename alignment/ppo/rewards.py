@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
+from alignment.core.judges import score
+
 
 class Scorer:
-    """Raw scores for `prompt + response` texts from a reward model or a judge."""
+    """Raw scores of responses from a reward model (on `prompt + response`) or a judge (see `core.judges`)."""
 
     def __init__(
         self,
@@ -30,12 +32,17 @@ class Scorer:
         self.reward_tokenizer = reward_tokenizer
         self.batch_size = batch_size
 
-    def __call__(self, texts: list[str]) -> torch.Tensor:
-        """Scores [n] (float32, CPU)."""
+    def __call__(
+        self, prompts: list[str], responses: list[str], rows: list[dict] | None = None
+    ) -> torch.Tensor:
+        """Scores [n] (float32, CPU) of each response to its prompt; `rows` are the prompts' data rows."""
         if self.judge is not None:
-            return torch.tensor([float(self.judge(text)) for text in texts], dtype=torch.float32)
+            rows = rows or [{}] * len(prompts)
+            scores = [score(self.judge, p, r, row) for p, r, row in zip(prompts, responses, rows)]
+            return torch.tensor(scores, dtype=torch.float32)
         from reward.model import score_texts  # the stages may import reward/; lazily, judges need none of it
 
+        texts = [prompt + response for prompt, response in zip(prompts, responses)]
         return score_texts(self.reward_model, self.reward_tokenizer, texts, batch_size=self.batch_size)
 
 

@@ -39,6 +39,7 @@ class Rollouts:
     """One step's experience on this process. Per-token tensors are [batch, response_len]."""
 
     prompts: list[str]  # raw prompt text (what the reward model reads before the response)
+    rows: list[dict]  # the prompts' data rows (a verifier judge reads their answers)
     response_texts: list[str]
     query_ids: torch.Tensor  # [batch, query_len], left-padded
     query_mask: torch.Tensor
@@ -85,8 +86,9 @@ def sampling_settings(session: Session) -> SamplingSettings:
     )
 
 
-def generate_rollouts(session: Session, prompts: list[str]) -> Rollouts:
-    """Step 1: sample one response per prompt with the current policy (all processes together)."""
+def generate_rollouts(session: Session, rows: list[dict]) -> Rollouts:
+    """Step 1: sample one response per prompt row with the current policy (all processes together)."""
+    prompts = [row["prompt"] for row in rows]
     with unwrapped_for_generation(session.model, session.accelerator) as unwrapped:
         batch = generate(
             unwrapped.policy,
@@ -97,6 +99,7 @@ def generate_rollouts(session: Session, prompts: list[str]) -> Rollouts:
         )
     return Rollouts(
         prompts=prompts,
+        rows=rows,
         response_texts=batch.response_texts,
         query_ids=batch.query_ids,
         query_mask=batch.query_mask,
@@ -120,9 +123,8 @@ def score_rollouts(session: Session, rollouts: Rollouts) -> None:
         reference = forward_module(session.reference)
         rollouts.ref_logprobs = reference_logprobs(reference, rollouts, config.temperature, chunk)
     # The RM has its own tokenizer: it reads prompt + response as text, re-encoded its way.
-    texts = [prompt + response for prompt, response in zip(rollouts.prompts, rollouts.response_texts)]
     device = rollouts.logprobs.device
-    rollouts.raw_scores = session.scorer(texts).to(device)
+    rollouts.raw_scores = session.scorer(rollouts.prompts, rollouts.response_texts, rollouts.rows).to(device)
     scores = session.shaping(rollouts.raw_scores, rollouts.ended_with_eos.to(device))
     if config.whiten_rewards:
         scores = losses.masked_whiten(scores, torch.ones_like(scores), False, all_reduce(session))

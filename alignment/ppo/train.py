@@ -57,10 +57,10 @@ def run(config: Config) -> dict[str, float]:
     for step in progress:
         times = [time.perf_counter()]
         # step 1. generate
-        prompts = session.prompts.batch(
+        rows = session.prompts.batch(
             step, config.batch_size, accelerator.process_index, accelerator.num_processes
         )
-        rollouts = generate_rollouts(session, prompts)
+        rollouts = generate_rollouts(session, rows)
         times.append(time.perf_counter())
         # step 2. score
         score_rollouts(session, rollouts)
@@ -189,17 +189,17 @@ def control_kl(session: Session, step: int, kl: float) -> None:
 # Held-out scores at the start and the end
 
 
-def held_out_prompts(session: Session) -> list[str]:
-    """The evaluation prompts (a multiple of the process count), or [] when none are configured."""
+def held_out_prompts(session: Session) -> list[dict]:
+    """The evaluation prompt rows (a multiple of the process count), or [] when none are configured."""
     config = session.config
     if not config.eval_data:
         return []
-    prompts = PromptSource(config.eval_data, session.tokenizer, False, config.seed).prompts
+    rows = PromptSource(config.eval_data, session.tokenizer, False, config.seed).rows
     world = session.accelerator.num_processes
-    return prompts[: min(config.max_eval_samples, len(prompts)) // world * world]
+    return rows[: min(config.max_eval_samples, len(rows)) // world * world]
 
 
-def evaluate(session: Session, prompts: list[str], step: int, when: str) -> dict[str, float]:
+def evaluate(session: Session, prompts: list[dict], step: int, when: str) -> dict[str, float]:
     """Mean raw and shaped score on this process's share of held-out prompts, logged at `step`.
 
     Sampled with a fixed seed inside a forked RNG, so evaluating never moves the training randomness.
@@ -211,8 +211,7 @@ def evaluate(session: Session, prompts: list[str], step: int, when: str) -> dict
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(session.config.seed + 7 + accelerator.process_index)
         rollouts = generate_rollouts(session, mine)
-    texts = [p + r for p, r in zip(rollouts.prompts, rollouts.response_texts)]
-    raw = session.scorer(texts).to(accelerator.device)
+    raw = session.scorer(rollouts.prompts, rollouts.response_texts, rollouts.rows).to(accelerator.device)
     shaped = session.shaping(raw, rollouts.ended_with_eos.to(accelerator.device))
     raw, shaped = accelerator.gather(raw), accelerator.gather(shaped)
     scores = {"eval/score_raw": raw.mean().item(), "eval/score": shaped.mean().item()}
