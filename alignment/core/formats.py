@@ -10,9 +10,12 @@ The formats are the ones TRL and hub datasets use, so a user's own data drops in
 | pairs             | prompt, chosen, rejected (+ margin: float)           | reward             |
 | rankings          | prompt, completions: [str, ...], ranks: [int, ...]   | reward             |
 | prompts           | prompt                                               | ppo, evaluate      |
-| labels            | text, label                                          | classifier tuning  |
+| labels            | text, label                                          | finetune           |
+| label_pairs       | text, text_pair, label                               | finetune           |
+| choices           | text, choices: [str, ...], label (the right index)   | finetune           |
 
-Ranks follow the convention "1 is best"; equal ranks are ties. Bad rows raise `DatasetFormatError`
+A label is a class (an int or a string) or, for regression, a number. Ranks follow the convention "1 is
+best"; equal ranks are ties. Bad rows raise `DatasetFormatError`
 naming the source, the row and the key, unless the caller asks for bad rows to be skipped and counted.
 Rows are numbered from 1, so in a JSONL file without blank lines row N is line N.
 """
@@ -20,6 +23,7 @@ Rows are numbered from 1, so in a JSONL file without blank lines row N is line N
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +41,8 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "rankings": ("prompt", "completions", "ranks"),
     "prompts": ("prompt",),
     "labels": ("text", "label"),
+    "label_pairs": ("text", "text_pair", "label"),
+    "choices": ("text", "choices", "label"),
 }
 MESSAGE_ROLES = ("system", "user", "assistant")
 MAX_RANKED_COMPLETIONS = 9
@@ -139,8 +145,34 @@ def _check_labels(row: dict) -> tuple[str, str] | None:
     problem = _nonempty_str(row, "text")
     if problem:
         return problem
-    if not isinstance(row.get("label"), (int, str)) or isinstance(row.get("label"), bool):
-        return "label", "an int or a string"
+    label = row.get("label")
+    # A float is a regression target; whether a stage wants a class or a number it checks itself.
+    if not isinstance(label, (int, str, float)) or isinstance(label, bool):
+        return (
+            "label",
+            f"an int or a string (a class) or a number (a regression target), got {type(label).__name__}",
+        )
+    if isinstance(label, float) and not math.isfinite(label):
+        return "label", f"a finite number, got {label}"
+    return None
+
+
+def _check_label_pairs(row: dict) -> tuple[str, str] | None:
+    return _check_labels(row) or _nonempty_str(row, "text_pair")
+
+
+def _check_choices(row: dict) -> tuple[str, str] | None:
+    problem = _nonempty_str(row, "text")
+    if problem:
+        return problem
+    choices, label = row.get("choices"), row.get("label")
+    if not isinstance(choices, list) or len(choices) < 2:
+        return "choices", "a list of at least 2 strings"
+    for i, choice in enumerate(choices):
+        if not isinstance(choice, str) or not choice.strip():
+            return f"choices[{i}]", "a non-empty string"
+    if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(choices):
+        return "label", f"the index of the right choice, an int in [0, {len(choices) - 1}], got {label!r}"
     return None
 
 
@@ -152,13 +184,25 @@ ROW_CHECKS: dict[str, Callable[[dict], tuple[str, str] | None]] = {
     "rankings": _check_rankings,
     "prompts": _check_prompts,
     "labels": _check_labels,
+    "label_pairs": _check_label_pairs,
+    "choices": _check_choices,
 }
 
 
 def detect_format(columns: Iterable[str]) -> str:
     """Name the format whose columns are all present (most specific first)."""
     columns = set(columns)
-    for name in ("rankings", "pairs", "messages", "prompt_completion", "labels", "text", "prompts"):
+    for name in (
+        "rankings",
+        "pairs",
+        "messages",
+        "prompt_completion",
+        "choices",
+        "label_pairs",
+        "labels",
+        "text",
+        "prompts",
+    ):
         if set(FORMATS[name]) <= columns:
             return name
     raise DatasetFormatError(
