@@ -6,7 +6,8 @@ simulated labeler, so one name ("vader", "module:function") means the same funct
 The gold judge is VADER's compound sentiment score (a lexicon and rules, deterministic, in [-1, 1]):
 the reward model is trained on human ratings of the same kind of text, so VADER is an outside
 measure that PPO cannot exploit directly. Any `Callable[[str], float]` is a judge; a config names
-one as "vader" or as "package.module:function".
+one as "vader", as "package.module:function", or as "classifier:<model folder>": a sequence classifier
+trained by `alignment finetune`, with its own tokenizer (see `ClassifierJudge`).
 
 A judge that needs the data row a prompt came from (a verifier comparing a response with the row's
 `answer`) sets `needs_reference = True` and is called as `judge(prompt, response, row)`; `score` calls
@@ -18,6 +19,7 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 
 from alignment.core.errors import ConfigError
 
@@ -45,6 +47,7 @@ def vader_compound(text: str) -> float:
 
 
 BUILTIN_JUDGES: dict[str, Judge] = {"vader": vader_compound}
+CLASSIFIER_PREFIX = "classifier:"
 
 
 def check_judge_spec(spec: object, key: str = "judge") -> None:
@@ -57,9 +60,16 @@ def check_judge_spec(spec: object, key: str = "judge") -> None:
         raise ConfigError(f"{key}: expected a judge name, got {spec!r}")
     if spec in BUILTIN_JUDGES:
         return
+    if spec.startswith(CLASSIFIER_PREFIX):
+        if not spec[len(CLASSIFIER_PREFIX) :].strip():
+            raise ConfigError(f"{key} {spec!r}: expected 'classifier:<model folder>'")
+        return
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ConfigError(f"{key} {spec!r}: expected one of {sorted(BUILTIN_JUDGES)} or 'module:function'")
+        raise ConfigError(
+            f"{key} {spec!r}: expected one of {sorted(BUILTIN_JUDGES)}, 'module:function' or "
+            "'classifier:<model folder>'"
+        )
 
 
 def load_judge(spec: str, key: str = "judge") -> Judge:
@@ -70,6 +80,8 @@ def load_judge(spec: str, key: str = "judge") -> Judge:
     check_judge_spec(spec, key)
     if spec in BUILTIN_JUDGES:
         return BUILTIN_JUDGES[spec]
+    if spec.startswith(CLASSIFIER_PREFIX):
+        return ClassifierJudge(spec[len(CLASSIFIER_PREFIX) :].strip())
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -84,3 +96,89 @@ def load_judge(spec: str, key: str = "judge") -> Judge:
 def judge_name(spec: str) -> str:
     """Short name of a judge for report keys ("vader", or the function name of "module:function")."""
     return spec.rpartition(":")[2] if ":" in spec else spec
+
+
+# ---------------------------------------------------------------------------------------------
+# A fine-tuned classifier as a judge
+
+
+def load_classifier(path: str):
+    """A saved sequence classifier and its own tokenizer, in eval mode: plain weights, prefix-tuned or a peft adapter.
+
+    Errors are `ModelLoadError`s naming the folder.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from alignment.core.models import loading, model_folder
+    from alignment.core.trainable import restore_prefix_tuning
+
+    folder = Path(model_folder(path))
+    with loading(f"classifier {folder}"):
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        if (folder / "adapter_config.json").is_file():  # prompt tuning keeps its virtual tokens as an adapter
+            from peft import AutoPeftModelForSequenceClassification
+
+            model = AutoPeftModelForSequenceClassification.from_pretrained(str(folder))
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(str(folder))
+            weights = folder / "model.safetensors"
+            if weights.is_file():
+                from safetensors.torch import load_file
+
+                restore_prefix_tuning(model, load_file(str(weights)))
+    tokenizer.padding_side = "right"  # decoder classifiers read the last non-pad token
+    return model.eval(), tokenizer
+
+
+class ClassifierJudge:
+    """Scores a text with a fine-tuned classifier: what PPO can use as a reward and evaluation as a judge.
+
+    The score is the positive-class probability for two classes (class 1: `alignment finetune` orders the
+    sentiment classes negative, positive), the raw output for regression (one output), and for K > 2 ordered
+    classes (sentiment buckets) the expected class index scaled to [0, 1].
+    """
+
+    needs_reference = False
+
+    def __init__(self, path: str, batch_size: int = 32):
+        self.path = path
+        self.model, self.tokenizer = load_classifier(path)
+        self.batch_size = batch_size
+        from alignment.core.models import max_positions
+
+        self.max_length = min(max_positions(self.model.config) or 512, 512)
+
+    def __call__(self, text: str) -> float:
+        """The score of one text."""
+        return self.score_texts([text])[0]
+
+    def score_texts(self, texts: list[str]) -> list[float]:
+        """Scores of many texts, in batches."""
+        import torch
+
+        scores: list[float] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(
+                texts[start : start + self.batch_size],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
+            with torch.no_grad():
+                logits = self.model(**batch).logits.float()  # [batch, num_labels]
+            scores += logits_to_scores(logits).tolist()
+        return scores
+
+
+def logits_to_scores(logits):
+    """Classifier logits [batch, K] -> one score per text (see `ClassifierJudge`)."""
+    import torch
+
+    if logits.shape[-1] == 1:
+        return logits[:, 0]
+    probs = torch.softmax(logits, dim=-1)
+    if logits.shape[-1] == 2:
+        return probs[:, 1]
+    classes = torch.arange(logits.shape[-1], dtype=probs.dtype)
+    return (probs * classes).sum(-1) / (logits.shape[-1] - 1)
