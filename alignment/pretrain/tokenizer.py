@@ -6,7 +6,11 @@ range that MLM can draw random replacements from:
 
 - `<|endoftext|>` EOS (also the separator between packed documents), `<|pad|>` (distinct from EOS, see
   alignment/core/models.py), `<|bos|>`, `<|unk|>`;
-- `<|mask|>` for masked LM and `<extra_id_0>`, `<extra_id_1>`, ... sentinels for span corruption.
+- `<|mask|>` for masked LM and `<extra_id_0>`, `<extra_id_1>`, ... sentinels for span corruption;
+- for BERT-style encoders (`bert_specials`), `<|cls|>` and `<|sep|>`, and a post-processor that encodes a
+  text as `<|cls|> A <|sep|>` and a pair as `<|cls|> A <|sep|> B <|sep|>` with token type 0 for the first
+  segment and 1 for the second, as BERT's tokenizer does: a classifier pools the `<|cls|>` state. Pretraining
+  packs documents with `add_special_tokens=False`, so the blocks it trains on are unchanged.
 
 The result is a standard `PreTrainedTokenizerFast` with `DEFAULT_CHAT_TEMPLATE`, saved with `save_pretrained`.
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 from alignment.core.models import DEFAULT_CHAT_TEMPLATE, PAD_TOKEN
@@ -24,6 +28,8 @@ EOS_TOKEN = "<|endoftext|>"
 BOS_TOKEN = "<|bos|>"
 UNK_TOKEN = "<|unk|>"
 MASK_TOKEN = "<|mask|>"
+CLS_TOKEN = "<|cls|>"
+SEP_TOKEN = "<|sep|>"
 
 
 def sentinel_tokens(count: int) -> list[str]:
@@ -32,10 +38,26 @@ def sentinel_tokens(count: int) -> list[str]:
 
 
 def train_bpe_tokenizer(
-    texts: Iterable[str], vocab_size: int, num_sentinels: int = 0, min_frequency: int = 2
+    texts: Iterable[str],
+    vocab_size: int,
+    num_sentinels: int = 0,
+    min_frequency: int = 2,
+    bert_specials: bool = False,
 ) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE on `texts`; `vocab_size` counts the special tokens and the 256 byte symbols."""
-    specials = [EOS_TOKEN, PAD_TOKEN, BOS_TOKEN, UNK_TOKEN, MASK_TOKEN, *sentinel_tokens(num_sentinels)]
+    """Train a byte-level BPE on `texts`; `vocab_size` counts the special tokens and the 256 byte symbols.
+
+    `bert_specials` adds `<|cls|>`/`<|sep|>` and the BERT post-processor (see the module docstring).
+    """
+    bert = [CLS_TOKEN, SEP_TOKEN] if bert_specials else []
+    specials = [
+        EOS_TOKEN,
+        PAD_TOKEN,
+        BOS_TOKEN,
+        UNK_TOKEN,
+        MASK_TOKEN,
+        *bert,
+        *sentinel_tokens(num_sentinels),
+    ]
     if vocab_size < 256 + len(specials):
         raise ValueError(
             f"vocab_size: expected at least {256 + len(specials)} (256 bytes + special tokens), got {vocab_size}"
@@ -53,6 +75,16 @@ def train_bpe_tokenizer(
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer)
+    if bert_specials:
+        cls_sep = [
+            (CLS_TOKEN, tokenizer.token_to_id(CLS_TOKEN)),
+            (SEP_TOKEN, tokenizer.token_to_id(SEP_TOKEN)),
+        ]
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{CLS_TOKEN} $A {SEP_TOKEN}",
+            pair=f"{CLS_TOKEN} $A:0 {SEP_TOKEN}:0 $B:1 {SEP_TOKEN}:1",
+            special_tokens=cls_sep,
+        )
     hf_tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         eos_token=EOS_TOKEN,
@@ -61,6 +93,16 @@ def train_bpe_tokenizer(
         unk_token=UNK_TOKEN,
         mask_token=MASK_TOKEN,
         additional_special_tokens=sentinel_tokens(num_sentinels),
+        # BERT takes the segment ids; other models must not get them (GPT-2 would add wte[0] at every position).
+        **(
+            {
+                "cls_token": CLS_TOKEN,
+                "sep_token": SEP_TOKEN,
+                "model_input_names": ["input_ids", "token_type_ids", "attention_mask"],
+            }
+            if bert_specials
+            else {}
+        ),
     )
     hf_tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
     return hf_tokenizer

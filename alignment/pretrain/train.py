@@ -83,7 +83,12 @@ def prepare_tokenizer(config: Config, train_documents: list[str], resuming: bool
             tokenizer.add_tokens(sentinel_tokens(num_sentinels), special_tokens=True)
     else:
         sentinels = num_sentinels if config.objective == "span_corruption" else 0
-        tokenizer = train_bpe_tokenizer(train_documents, config.vocab_size, num_sentinels=sentinels)
+        tokenizer = train_bpe_tokenizer(
+            train_documents,
+            config.vocab_size,
+            num_sentinels=sentinels,
+            bert_specials=config.objective == "masked_lm",  # [CLS]/[SEP] for the classifiers built on it
+        )
     tokenizer.save_pretrained(str(saved))
     return tokenizer
 
