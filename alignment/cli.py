@@ -21,6 +21,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("alignment.sft.train", "stage 1: supervised instruction tuning"),
     "reward": ("reward.train", "stage 2: pairwise-preference reward model"),
     "ppo": ("alignment.ppo.train", "stage 3: PPO against the reward model with a KL penalty"),
+    "finetune": (
+        "alignment.finetune.train",
+        "fine-tune BERT, T5 or GPT classifiers on downstream tasks (PEFT, freezing, schedules)",
+    ),
+    "finetune-compare": (
+        "alignment.finetune.compare",
+        "compare fine-tuning methods on one task: parameters, accuracy, time, memory",
+    ),
     "evaluate": (
         "alignment.evaluate.run",
         "evaluate checkpoints with a gold judge, the reward model, KL, fluency",
@@ -38,6 +46,8 @@ CONFIGS: dict[str, str] = {
     "sft": "alignment.sft.config:Config",
     "reward": "reward.config:Config",
     "ppo": "alignment.ppo.config:Config",
+    "finetune": "alignment.finetune.config:Config",
+    "finetune-compare": "alignment.finetune.compare:Config",
     "evaluate": "alignment.evaluate.config:Config",
     "label": "reward.app.config:LabelConfig",
     "pipeline": "alignment.pipeline:Config",

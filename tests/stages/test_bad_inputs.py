@@ -48,6 +48,17 @@ def files(tmp_path_factory, tiny_model_dir):
             d / "bad_snippets.jsonl", [{"text": "good", "split": "train", "source": "movie"}]
         ),
         "prompts": write(d / "prompts.jsonl", [{"prompt": "the film"}] * 4),
+        "ft_labels": write(d / "ft_labels.jsonl", [{"text": "good", "label": "positive"}] * 3),
+        "ft_no_label": write(
+            d / "ft_no_label.jsonl", [{"text": "good", "label": "positive"}, {"text": "bad"}]
+        ),
+        "ft_neutral": write(
+            d / "ft_neutral.jsonl",
+            [{"text": "good", "label": "positive"}, {"text": "meh", "label": "neutral"}],
+        ),
+        "ft_word_target": write(
+            d / "ft_word_target.jsonl", [{"text": "good", "label": 2.5}, {"text": "bad", "label": "low"}]
+        ),
     }
     (d / "latin1.jsonl").write_bytes(
         b'{"prompt": "a", "completion": " b"}\n{"prompt": "caf\xe9", "completion": " c"}\n'
@@ -98,6 +109,17 @@ PPO += ["--eval_data", "null", "--max_steps", "1", "--batch_size", "4", "--mini_
 REWARD = ["reward", "--model", "{model}", "--max_steps", "1"]
 PRETRAIN = ["pretrain", "--train_data", "{text_only}", "--eval_data", "null", "--max_steps", "2"]
 EVALUATE = ["evaluate", "--models", "{{a: {model}}}", "--prompts", "{prompts}", "--perplexity_data", "null"]
+FINETUNE = [
+    "finetune",
+    "--model",
+    "{model}",
+    "--dataset",
+    "files",
+    "--train_data",
+    "{ft_labels}",
+    "--max_steps",
+    "1",
+]
 CASES = [
     # configs: keys, types, values
     ("negative learning rate", [*SFT, "--learning_rate", "-1e-3"], "learning_rate: expected a number > 0"),
@@ -172,6 +194,29 @@ CASES = [
         [*PPO[:4], "{rm_without_stats}", "--reward_fn", "null", *PPO[7:]],
         "reward_stats.json",
     ),
+    # fine-tuning: rows, classes, targets, and tasks or methods the backbone (a tiny decoder) cannot do
+    (
+        "finetune missing label",
+        [*FINETUNE[:6], "{ft_no_label}", *FINETUNE[7:]],
+        "ft_no_label.jsonl: row 2: key 'label'",
+    ),
+    (
+        "finetune unknown class",
+        [*FINETUNE[:6], "{ft_neutral}", *FINETUNE[7:], "--labels", "negative,positive"],
+        "unknown class 'neutral'",
+    ),
+    (
+        "finetune word as a regression target",
+        [*FINETUNE[:6], "{ft_word_target}", *FINETUNE[7:], "--task", "regression"],
+        "row 2: key 'label': expected a number",
+    ),
+    (
+        "finetune text-to-text on a decoder",
+        [*FINETUNE, "--task", "text_to_text"],
+        "task: expected not text_to_text",
+    ),
+    ("finetune prefix tuning on a decoder", [*FINETUNE, "--peft", "prefix_tuning"], "peft: 'prefix_tuning'"),
+    ("finetune layer rate decay over 1", [*FINETUNE, "--layer_lr_decay", "1.5"], "layer_lr_decay"),
     # checkpoints
     ("resume from a missing folder", [*SFT, "--resume", "{tmp}/nowhere"], "resume:"),
     (
