@@ -9,6 +9,11 @@ measure that PPO cannot exploit directly. Any `Callable[[str], float]` is a judg
 one as "vader", as "package.module:function", or as "classifier:<model folder>": a sequence classifier
 trained by `alignment finetune`, with its own tokenizer (see `ClassifierJudge`).
 
+Two answer checkers make verifiable rewards (see `AnswerJudge`): "answer" (the final answer extracted from
+the response equals the row's `answer` after normalisation) and "reasoning_gym:<generator>" (reasoning-gym's
+own `score_answer` for that generator on the extracted answer). Both give exactly 1.0 for a right answer,
+and `alignment reason` measures checkpoints with the same two.
+
 A judge that needs the data row a prompt came from (a verifier comparing a response with the row's
 `answer`) sets `needs_reference = True` and is called as `judge(prompt, response, row)`; `score` calls
 either kind the right way, so callers never need to know which one they hold.
@@ -48,6 +53,8 @@ def vader_compound(text: str) -> float:
 
 BUILTIN_JUDGES: dict[str, Judge] = {"vader": vader_compound}
 CLASSIFIER_PREFIX = "classifier:"
+ANSWER_JUDGE = "answer"
+REASONING_GYM_PREFIX = "reasoning_gym:"
 
 
 def check_judge_spec(spec: object, key: str = "judge") -> None:
@@ -64,11 +71,16 @@ def check_judge_spec(spec: object, key: str = "judge") -> None:
         if not spec[len(CLASSIFIER_PREFIX) :].strip():
             raise ConfigError(f"{key} {spec!r}: expected 'classifier:<model folder>'")
         return
+    if spec == ANSWER_JUDGE:
+        return
+    if spec.startswith(REASONING_GYM_PREFIX):
+        check_generator(spec[len(REASONING_GYM_PREFIX) :], f"{key} {spec!r}")
+        return
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(
-            f"{key} {spec!r}: expected one of {sorted(BUILTIN_JUDGES)}, 'module:function' or "
-            "'classifier:<model folder>'"
+            f"{key} {spec!r}: expected one of {sorted(BUILTIN_JUDGES)}, 'module:function', "
+            f"'classifier:<model folder>', '{ANSWER_JUDGE}' or 'reasoning_gym:<generator>'"
         )
 
 
@@ -82,6 +94,10 @@ def load_judge(spec: str, key: str = "judge") -> Judge:
         return BUILTIN_JUDGES[spec]
     if spec.startswith(CLASSIFIER_PREFIX):
         return ClassifierJudge(spec[len(CLASSIFIER_PREFIX) :].strip())
+    if spec == ANSWER_JUDGE:
+        return AnswerJudge()
+    if spec.startswith(REASONING_GYM_PREFIX):
+        return ReasoningGymJudge(spec[len(REASONING_GYM_PREFIX) :])
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -182,3 +198,91 @@ def logits_to_scores(logits):
         return probs[:, 1]
     classes = torch.arange(logits.shape[-1], dtype=probs.dtype)
     return (probs * classes).sum(-1) / (logits.shape[-1] - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Answer checkers as judges (verifiable rewards)
+
+
+def check_generator(name: str, key: str) -> None:
+    """Raise `ConfigError` starting with `key` unless `name` is a reasoning-gym generator."""
+    import difflib
+
+    import reasoning_gym.factory  # lazy: importing it registers all generators (about 5 s)
+
+    known = sorted(reasoning_gym.factory.DATASETS)
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(
+            f"{key}: unknown reasoning-gym generator {name!r} ({hint}{len(known)} are known, e.g. "
+            f"{', '.join(known[:6])})"
+        )
+
+
+def reference_answer(row: dict, prompt: str) -> str:
+    """The row's `answer` as a string; a `DatasetFormatError` naming the prompt when the row has none."""
+    from alignment.core.errors import DatasetFormatError
+
+    answer = row.get("answer")
+    if answer is None or (isinstance(answer, str) and not answer.strip()):
+        shown = " ".join(prompt.split())[:60]
+        raise DatasetFormatError(
+            f"the row of prompt {shown!r} has no key 'answer': an answer-checking judge needs each prompt "
+            "row to carry its reference answer ({prompt, answer, ...})"
+        )
+    return str(answer)
+
+
+class AnswerJudge:
+    """1.0 when the final answer extracted from the response equals the row's `answer`, else 0.0.
+
+    Extraction and normalisation are `core.answers`: numbers compare by value, text after case folding.
+    `extract` and `score_answer` are separate so that self-consistency can vote on extracted answers
+    before scoring the winner.
+    """
+
+    needs_reference = True
+
+    def extract(self, response: str, row: dict, which: str = "last") -> str | None:
+        """The final answer stated in `response` (numeric when the row's answer is a number)."""
+        from alignment.core.answers import answer_kind, extract_answer
+
+        return extract_answer(response, answer_kind(reference_answer(row, row.get("prompt", ""))), which)
+
+    def score_answer(self, answer: str | None, row: dict, prompt: str = "") -> float:
+        """1.0 for an extracted answer equal to the row's answer, else 0.0."""
+        from alignment.core.answers import answers_match
+
+        return 1.0 if answers_match(answer, reference_answer(row, prompt)) else 0.0
+
+    def __call__(self, prompt: str, response: str, row: dict) -> float:
+        """The score of `response` to `prompt`, against the prompt's data row."""
+        reference_answer(row, prompt)
+        return self.score_answer(self.extract(response, row), row, prompt)
+
+
+class ReasoningGymJudge(AnswerJudge):
+    """reasoning-gym's own `score_answer` for one generator, on the answer extracted from the response.
+
+    The generator's scorer decides what counts (some give partial credit below 1.0; all give exactly 1.0 for
+    a right answer). It sees the row as a reasoning-gym entry: `question` (or the prompt), `answer`, and
+    `metadata` when the row has it (a few scorers read it). `options` are the generator's settings, for
+    scorers that read them (the default settings otherwise).
+    """
+
+    def __init__(self, generator: str, options: dict | None = None):
+        import reasoning_gym
+
+        check_generator(generator, f"reasoning_gym:{generator}")
+        self.generator = generator
+        self.dataset = reasoning_gym.create_dataset(generator, size=1, seed=0, **(options or {}))
+
+    def score_answer(self, answer: str | None, row: dict, prompt: str = "") -> float:
+        """reasoning-gym's score of an extracted answer (None scores as no answer)."""
+        entry = {
+            "question": row.get("question", row.get("prompt", prompt)),
+            "answer": reference_answer(row, prompt),
+            "metadata": row.get("metadata") or {},
+        }
+        return float(self.dataset.score_answer(answer=answer, entry=entry))
