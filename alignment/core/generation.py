@@ -190,11 +190,12 @@ def generate_prefilled(
     HF's own `num_return_sequences` copies every prompt before the first forward pass, so a prompt is encoded
     N times; few-shot prompts share their exemplars, which plain batching encodes once per prompt. Here the
     shared prefix is run once, its KV cache copied to every row, each prompt's remainder run once, and the
-    cache then repeated N times before sampling starts. Rows are `[prefix | padding | prompt remainder]`
-    (padding in the middle, masked, with positions counted over real tokens as `generate` counts them), so
-    what each row attends to is exactly its own prompt. Output rows are prompt-major: row `i * N + j` is
-    sample `j` of prompt `i`. Generation stops at EOS or at any of `stop_strings`; the response mask stops
-    there too. Greedy decoding (temperature 0) with N > 1 gives N equal rows.
+    cache then repeated N times before sampling starts (`_decode` then drops each row from the batch as it
+    ends). Rows are `[prefix | padding | prompt remainder]` (padding in the middle, masked, with positions
+    counted over real tokens as `generate` counts them), so what each row attends to is exactly its own
+    prompt. Output rows are prompt-major: row `i * N + j` is sample `j` of prompt `i`. Generation stops at
+    EOS or at any of `stop_strings`; the response mask stops there too. Greedy decoding (temperature 0) with
+    N > 1 gives N equal rows; greedy output equals `generate`'s (tests/unit/test_prefilled_generation.py).
     """
     if num_return_sequences < 1:
         raise ConfigError(f"num_return_sequences: expected an int >= 1, got {num_return_sequences}")
@@ -219,7 +220,6 @@ def generate_prefilled(
     position_ids = position_ids_from_mask(attention_mask)
     was_training = model.training
     model.eval()
-    # Prefill everything but the last column: `generate` needs one uncached token to produce its first logits.
     cache = _new_cache(model)
     if prefix:
         model(
@@ -229,36 +229,23 @@ def generate_prefilled(
             use_cache=True,
         )
         cache.batch_repeat_interleave(batch)
-    if width - 1 > len(prefix):
-        model(
-            input_ids=input_ids[:, len(prefix) : width - 1],
-            attention_mask=attention_mask[:, : width - 1],
-            position_ids=position_ids[:, len(prefix) : width - 1],
-            cache=cache,
-            use_cache=True,
-        )
+    logits = model(
+        input_ids=input_ids[:, len(prefix) :],
+        attention_mask=attention_mask,
+        position_ids=position_ids[:, len(prefix) :],
+        cache=cache,
+        use_cache=True,
+    ).logits[:, -1]  # [batch, vocab]: the distribution of each prompt's first response token
     if num_return_sequences > 1:
         cache.batch_repeat_interleave(num_return_sequences)
+        logits = logits.repeat_interleave(num_return_sequences, dim=0)
         input_ids = input_ids.repeat_interleave(num_return_sequences, dim=0)
         attention_mask = attention_mask.repeat_interleave(num_return_sequences, dim=0)
-    greedy = settings.temperature <= 0
-    kwargs = dict(
-        max_new_tokens=settings.max_new_tokens,
-        min_new_tokens=settings.min_new_tokens,
-        do_sample=not greedy,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        use_cache=True,
+        position_ids = position_ids.repeat_interleave(num_return_sequences, dim=0)
+    response_ids = _decode(
+        model, tokenizer, logits, cache, attention_mask, position_ids[:, -1], settings, stop_strings
     )
-    if not greedy:
-        kwargs.update(temperature=settings.temperature, top_k=settings.top_k or None, top_p=settings.top_p)
-    if stop_strings:
-        kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
-    if cache.get_seq_length() > 0:
-        kwargs.update(cache=cache)
-    output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     model.train(was_training)
-    response_ids = output[:, width:]
     response_mask, ended = response_mask_from_ids(response_ids, tokenizer.eos_token_id)
     if stop_strings:  # a row stopped by a string is padded after it, without an EOS
         response_mask = response_mask * (response_ids != tokenizer.pad_token_id).long()
@@ -271,3 +258,73 @@ def generate_prefilled(
         response_texts=tokenizer.batch_decode(response_ids, skip_special_tokens=True),
         ended_with_eos=ended,
     )
+
+
+def _decode(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    logits: torch.Tensor,
+    cache,
+    attention_mask: torch.Tensor,
+    last_position: torch.Tensor,
+    settings: SamplingSettings,
+    stop_strings: tuple[str, ...],
+) -> torch.Tensor:
+    """Sample token by token from `logits` [rows, vocab]; rows leave the batch (and the cache) when they end.
+
+    HF's `generate` keeps every finished row in the batch until the last one ends, so a batch costs its
+    longest response times its size; here a row that emits EOS (or completes a stop string) is dropped from
+    the cache, and the remaining rows run on. Sampling is softmax(logits / T) after top-k and top-p (HF's own
+    warpers); temperature 0 is greedy; EOS is barred for the first `min_new_tokens` tokens. Returns
+    [rows, max_new_tokens] ids, padded after each row's end.
+    """
+    from transformers.generation.logits_process import (
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    rows, device = logits.shape[0], logits.device
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    response = torch.full((rows, settings.max_new_tokens), pad, dtype=torch.long, device=device)
+    greedy = settings.temperature <= 0
+    warpers = []
+    if not greedy:
+        warpers.append(TemperatureLogitsWarper(settings.temperature))
+        if settings.top_k:
+            warpers.append(TopKLogitsWarper(settings.top_k))
+        if settings.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(settings.top_p))
+    active = torch.arange(rows, device=device)  # which output row each batch row is
+    mask, position = attention_mask, last_position
+    for step in range(settings.max_new_tokens):
+        logits = logits.float()
+        if step < settings.min_new_tokens:
+            logits[:, eos] = float("-inf")
+        if greedy:
+            token = logits.argmax(dim=-1)
+        else:
+            for warp in warpers:
+                logits = warp(None, logits)
+            token = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(1)
+        response[active, step] = token
+        done = token == eos
+        if stop_strings:
+            texts = tokenizer.batch_decode(response[active, : step + 1], skip_special_tokens=True)
+            done |= torch.tensor([any(s in t for s in stop_strings) for t in texts], device=device)
+        keep = (~done).nonzero().squeeze(1)
+        if step == settings.max_new_tokens - 1 or keep.numel() == 0:
+            break
+        if keep.numel() < active.numel():
+            cache.batch_select_indices(keep)
+            active, mask, position, token = active[keep], mask[keep], position[keep], token[keep]
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        position = position + 1
+        logits = model(
+            input_ids=token[:, None],
+            attention_mask=mask,
+            position_ids=position[:, None],
+            cache=cache,
+            use_cache=True,
+        ).logits[:, -1]
+    return response

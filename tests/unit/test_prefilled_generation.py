@@ -40,10 +40,35 @@ def test_every_prompt_token_is_run_once(tiny_llama_dir):
     finally:
         hook.remove()
     prefix_len = len(tokenizer(PREFIX, add_special_tokens=False)["input_ids"])
+    longest = max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in PROMPTS)
     assert seen[0] == (1, prefix_len)  # the shared prefix, once
-    assert seen[1][0] == len(PROMPTS)  # each prompt's remainder, once per prompt
-    assert seen[2] == (len(PROMPTS) * 4, 1)  # then sampling: only the last prompt column is left
-    assert all(shape[1] == 1 for shape in seen[3:])
+    assert seen[1] == (len(PROMPTS), longest - prefix_len)  # each prompt's remainder, once per prompt
+    assert seen[2] == (len(PROMPTS) * 4, 1)  # then one token per row and step, for all N samples
+    assert len(seen) == 4  # 3 new tokens: the first from the prefill, two more steps
+
+
+def test_a_row_that_ends_leaves_the_batch_and_the_others_are_unchanged(tiny_model_dir):
+    model, tokenizer = load(tiny_model_dir)
+    settings = SamplingSettings(max_new_tokens=8, temperature=0)
+    plain = generate(model, tokenizer, PROMPTS, settings)
+    # A stop string that only the first row's continuation contains early ends that row after a few tokens.
+    stop = next(
+        plain.response_texts[0][:n]
+        for n in range(2, 12)
+        if all(plain.response_texts[0][:n] not in t for t in plain.response_texts[1:])
+    )
+    seen = []
+    hook = model.get_input_embeddings().register_forward_hook(
+        lambda m, args, out: seen.append(args[0].shape[0])
+    )
+    try:
+        stopped = generate_prefilled(model, tokenizer, PROMPTS, settings, stop_strings=(stop,))
+    finally:
+        hook.remove()
+    assert stopped.response_texts[1:] == plain.response_texts[1:]
+    assert stop in stopped.response_texts[0] and len(stopped.response_texts[0]) < len(plain.response_texts[0])
+    assert seen[-1] == len(PROMPTS) - 1  # the stopped row no longer runs
+    assert int(stopped.response_mask[0].sum()) < 8
 
 
 def test_samples_are_prompt_major_and_seeded(tiny_model_dir):
