@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test venv browser lint clean
+.PHONY: demo test venv browser lint clean bench-ppo
 
 venv: $(VENV)/.installed
 
@@ -36,6 +36,11 @@ test: venv browser lint
 lint: venv
 	$(VENV)/bin/ruff check alignment reward scripts tests
 	$(VENV)/bin/ruff format --check alignment reward scripts tests
+
+# Our PPO against trl 1.12's PPOTrainer (installed into runs/bench-ppo/peer-venv, never into .venv).
+bench-ppo: venv
+	$(VENV)/bin/alignment prepare --only sentiment,smollm2
+	$(PY) scripts/benchmark_ppo.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -29,6 +29,7 @@ from alignment.core.models import (
     DEFAULT_CHAT_TEMPLATE,
     ModelLoadError,
     ensure_pad_token,
+    fuse_activations,
     loading,
     max_positions,
     model_folder,
@@ -85,6 +86,7 @@ def build_reward_model(
     tokenizer = load_backbone_tokenizer(tokenizer or name_or_path, encoder)
     with loading(f"model {path}"):
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    fuse_activations(model)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -115,6 +117,7 @@ def load_reward_model(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
     with loading(f"reward model {folder}"):
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
+    fuse_activations(model)
     if model.config.num_labels != 1:
         raise ModelLoadError(f"{folder}: a reward model needs num_labels=1, found {model.config.num_labels}")
     check_pad_token(model, tokenizer)
@@ -188,30 +191,85 @@ def score_texts(
     batch_size: int = 32,
     max_length: int = 512,
 ) -> torch.Tensor:
-    """Scalar reward of each text, shape [n], float32 on CPU.
+    """Scalar reward of each text, shape [n], float32 on CPU (texts encoded the way training encoded them)."""
+    encoder = is_encoder(model.config)
+    max_length = _fitting_length(model, max_length)
+    return score_token_ids(model, tokenizer, encode_texts(tokenizer, texts, max_length, encoder), batch_size)
 
+
+def score_token_ids(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sequences: list[list[int]],
+    batch_size: int = 32,
+) -> torch.Tensor:
+    """Scalar reward of token-id sequences already encoded as `encode_texts` would, shape [n], float32 on CPU.
+
+    PPO hands a reward model that shares the policy's tokenizer its ids directly (no decode and re-encode).
     Padding follows `tokenizer.padding_side` (encoders always pad on the right: they pool the first token).
     """
     encoder = is_encoder(model.config)
-    limit = max_positions(model.config)
-    if (
-        limit is not None
-    ):  # longer texts are cut at the model's positions (past them it would index out of range)
-        max_length = min(max_length, limit)
     side = "right" if encoder else tokenizer.padding_side
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     scores = []
-    for start in range(0, len(texts), batch_size):
-        ids = encode_texts(tokenizer, texts[start : start + batch_size], max_length, encoder)
-        batch = pad_batch(ids, tokenizer.pad_token_id, side)
-        if encoder:
-            batch.pop("position_ids")  # right padding: the default positions are the real ones
-        batch = {k: v.to(device) for k, v in batch.items()}
-        scores.append(model(**batch).logits[:, 0].float().cpu())
+    with torch.no_grad():
+        for start in range(0, len(sequences), batch_size):
+            batch = pad_batch(sequences[start : start + batch_size], tokenizer.pad_token_id, side)
+            if encoder:
+                batch.pop("position_ids")  # right padding: the default positions are the real ones
+            batch = {k: v.to(device) for k, v in batch.items()}
+            scores.append(model(**batch).logits[:, 0].float().cpu())
     model.train(was_training)
     return torch.cat(scores) if scores else torch.zeros(0)
+
+
+def sequences_from_rollout_ids(
+    tokenizer: PreTrainedTokenizerBase,
+    query_ids: torch.Tensor,
+    query_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    max_length: int,
+) -> list[list[int]]:
+    """What `encode_texts` would make of `prompt + response` texts, built from the generated ids themselves.
+
+    Real query ids, then real response ids with trailing EOS stripped (as `encode_texts` does), after the
+    special tokens the tokenizer puts in front of every text (a BOS for some), cut at `max_length`.
+    """
+    prefix, suffix = special_tokens_around(tokenizer)
+    eos = tokenizer.eos_token_id
+    sequences = []
+    for q, qm, r, rm in zip(
+        query_ids.tolist(), query_mask.tolist(), response_ids.tolist(), response_mask.tolist()
+    ):
+        ids = prefix + [t for t, m in zip(q, qm) if m] + [t for t, m in zip(r, rm) if m] + suffix
+        while len(ids) > 1 and ids[-1] == eos:
+            ids = ids[:-1]
+        sequences.append(ids[:max_length])
+    return sequences
+
+
+def special_tokens_around(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after every text it encodes (a BOS for some, nothing for GPT-2)."""
+    plain = tokenizer("x", add_special_tokens=False)["input_ids"]
+    full = tokenizer("x")["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
+    return [], []
+
+
+def _fitting_length(model: PreTrainedModel, max_length: int) -> int:
+    """`max_length`, or the model's positions if fewer (past them it would index out of range)."""
+    limit = max_positions(model.config)
+    return min(max_length, limit) if limit is not None else max_length
+
+
+def reward_max_length(model: PreTrainedModel, max_length: int = 512) -> int:
+    """The longest input this reward model reads (for callers that build ids themselves)."""
+    return _fitting_length(model, max_length)
 
 
 def check_score_position(

@@ -15,7 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from alignment.core.errors import ConfigError
 from alignment.core.models import max_positions
-from alignment.core.tokens import padding_side, position_ids_from_mask
+from alignment.core.tokens import padding_side, position_ids_from_mask, scaled_logits, token_logprobs
 
 
 @dataclass
@@ -43,6 +43,8 @@ class GeneratedBatch:
     response_mask: torch.Tensor
     response_texts: list[str]
     ended_with_eos: torch.Tensor  # [batch] bool
+    # log pi_T(token) of each response token from the sampling pass itself (`return_logprobs`), else None
+    logprobs: torch.Tensor | None = None
 
     @property
     def sequence_ids(self) -> torch.Tensor:
@@ -76,8 +78,14 @@ def generate(
     prompts: list[str],
     settings: SamplingSettings,
     max_prompt_length: int | None = None,
+    return_logprobs: bool = False,
 ) -> GeneratedBatch:
     """Sample one response per prompt in a single batch (callers chunk large prompt lists).
+
+    With `return_logprobs`, the log-probability of every sampled token under the temperature-scaled softmax
+    pi_T = softmax(logits / T) comes from the logits of the sampling pass itself (HF's `output_logits`: the
+    raw model logits, before any top-k/top-p or min-length processing), so no second forward pass is needed
+    for them; tests/unit/test_generation.py checks they equal a separate forward pass.
 
     Prompt plus response must fit the model's positions: prompts are truncated to `max_prompt_length` and
     to what the positions leave after `max_new_tokens`; a response length that alone fills them is refused.
@@ -114,12 +122,19 @@ def generate(
         kwargs.update(temperature=settings.temperature, top_k=settings.top_k or None, top_p=settings.top_p)
     was_training = model.training
     model.eval()
+    if return_logprobs:
+        kwargs.update(output_logits=True, return_dict_in_generate=True)
     output = model.generate(
         input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], **kwargs
     )
     model.train(was_training)
+    sequences = output.sequences if return_logprobs else output
     query_len = encoded["input_ids"].shape[1]
-    response_ids = output[:, query_len:]
+    response_ids = sequences[:, query_len:]
+    logprobs = None
+    if return_logprobs:
+        logits = scaled_logits(torch.stack(output.logits, dim=1), settings.temperature)  # [batch, len, vocab]
+        logprobs = token_logprobs(logits, response_ids)
     response_mask, ended = response_mask_from_ids(response_ids, tokenizer.eos_token_id)
     response_ids = response_ids.masked_fill(response_mask == 0, tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
@@ -130,6 +145,7 @@ def generate(
         response_mask=response_mask,
         response_texts=texts,
         ended_with_eos=ended,
+        logprobs=logprobs,
     )
 
 

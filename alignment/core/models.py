@@ -155,9 +155,29 @@ def load_causal_lm(
     folder = model_folder(name_or_path)
     with loading(f"model {folder}"):
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    fuse_activations(model)
     if tokenizer is not None:
         align_model_to_tokenizer(model, tokenizer)
     return model
+
+
+def fuse_activations(model: torch.nn.Module) -> int:
+    """Swap GPT-2's Python tanh-GELU for torch's fused kernel of the same formula; returns the modules swapped.
+
+    `NewGELUActivation` spells 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) as seven elementwise ops, each
+    with its own backward: 15% of a small GPT-2's PPO training step here. `GELUTanh` computes the same
+    formula in one op (transformers documents the two as equivalent up to rounding). The saved config
+    is not touched, so the model reloads as it was.
+    """
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    swapped = 0
+    for module in model.modules():
+        for name, child in list(module.named_children()):
+            if isinstance(child, NewGELUActivation):
+                setattr(module, name, GELUTanh())
+                swapped += 1
+    return swapped
 
 
 def align_model_to_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -218,6 +238,7 @@ def build_causal_lm(
         raise ValueError(f"architecture: expected 'gpt2' or 'llama', got {architecture!r}")
     if tokenizer is not None:
         align_model_to_tokenizer(model, tokenizer)
+    fuse_activations(model)
     return model
 
 

@@ -260,6 +260,8 @@ def resume_checkpoint(config: Any, resumable: Iterable[str] = ()) -> Path | None
     config is refused (naming the changed keys) unless only keys in `resumable` changed.
     """
     if config.resume == "never":
+        if is_main_process():
+            forget_logs_after(config.run_dir, -1)  # a fresh start must not append to an earlier run's log
         return None
     if config.resume != "auto":
         path = Path(config.resume)
@@ -293,15 +295,19 @@ def resume_checkpoint(config: Any, resumable: Iterable[str] = ()) -> Path | None
             shutil.rmtree(folder, ignore_errors=True)
         if found is not None:
             forget_logs_after(config.run_dir, checkpoint_step(found))
-    if found is None and damaged:
-        report("no complete checkpoint to resume from: starting from the beginning")
+    if found is None:
+        if damaged:
+            report("no complete checkpoint to resume from: starting from the beginning")
+        if is_main_process():
+            forget_logs_after(config.run_dir, -1)
     return found
 
 
 def forget_logs_after(run_dir: str | Path, step: int) -> None:
     """Drop rows a killed run logged after the checkpoint it resumes from (and a half-written last line).
 
-    The resumed run logs those steps again, so without this `metrics.jsonl` would hold them twice.
+    The resumed run logs those steps again, so without this `metrics.jsonl` would hold them twice; a run
+    that starts from the beginning (`step` -1) keeps none of an earlier run's rows.
     """
     for name in ("metrics.jsonl", "samples.jsonl"):
         path = Path(run_dir) / name

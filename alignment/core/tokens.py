@@ -70,11 +70,16 @@ def response_logprobs(
     input_ids, attention_mask, position_ids = (
         t.to(device) for t in concat_query_response(query_ids, query_mask, response_ids, response_mask)
     )
+    response_len = response_ids.shape[1]
+    # The LM head only where it predicts response tokens: the last response_len + 1 positions, but the last.
     logits = model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-    ).logits
-    logits = scaled_logits(response_slice(logits, query_ids.shape[1], response_ids.shape[1]), temperature)
-    return token_logprobs(logits, response_ids.to(device))
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=False,
+        logits_to_keep=response_len + 1,
+    ).logits[:, :-1]
+    return token_logprobs(scaled_logits(logits, temperature), response_ids.to(device))
 
 
 @contextmanager

@@ -158,6 +158,45 @@ class Config(StageConfig):
     )
     score_clip: float | None = field(default=None, metadata={"help": "Clip scores to [-c, c] (null = off)."})
     reward_batch_size: int = field(default=32, metadata={"help": "Batch size for reward-model scoring."})
+    forward_batch_size: int = field(
+        default=0,
+        metadata={
+            "help": "Rollouts per no-grad forward pass when scoring (reference, critic): 0 = all of a process's "
+            "rollouts at once (fastest on CPU; lower it when memory is short)."
+        },
+    )
+    generation_backend: Literal["hf", "vllm"] = field(
+        default="hf",
+        metadata={
+            "help": "hf: sample with HF generate on the policy; vllm: a vLLM engine on the GPU, weights synced "
+            "from the policy every step (see ppo/sampler.py; not run on CPU machines)."
+        },
+    )
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3,
+        metadata={"help": "Share of GPU memory the vLLM engine may take (generation_backend: vllm)."},
+    )
+    precision: Literal["fp32", "bf16"] = field(
+        default="fp32",
+        metadata={
+            "help": "bf16: autocast sampling and forward passes to bfloat16 (weights, optimizer and losses stay "
+            "fp32). Faster on GPUs and CPUs with AVX-512 BF16/AMX; far slower on AVX2-only CPUs (measured: README)."
+        },
+    )
+    packing: bool = field(
+        default=True,
+        metadata={
+            "help": "Training forwards over real tokens only: a micro-batch's sequences packed into rows, kept "
+            "apart by their position ids (padding after EOS costs nothing)."
+        },
+    )
+    logprobs_from_sampling: bool = field(
+        default=True,
+        metadata={
+            "help": "Take the old log-probs from the sampling pass (no second policy forward); a separate critic "
+            "then runs alone. Off: a policy forward computes them (always so with value_model: policy_head)."
+        },
+    )
 
     # --- PPO-ptx
     ptx_coef: float = field(
@@ -249,4 +288,13 @@ class Config(StageConfig):
         require(self.ptx_batch_size >= 1, "ptx_batch_size", "an integer >= 1", self.ptx_batch_size)
         require(self.ptx_max_length >= 2, "ptx_max_length", "an integer >= 2", self.ptx_max_length)
         require(self.sample_steps >= 0, "sample_steps", ">= 0", self.sample_steps)
+        require(self.forward_batch_size >= 0, "forward_batch_size", ">= 0", self.forward_batch_size)
+        require(
+            0 < self.vllm_gpu_memory_utilization <= 1,
+            "vllm_gpu_memory_utilization",
+            "a share in (0, 1]",
+            self.vllm_gpu_memory_utilization,
+        )
+        if self.generation_backend == "vllm" and self.peft != "none":
+            raise ConfigError("generation_backend: 'vllm' syncs full weights; use it with peft: none")
         require(self.lora_r >= 1, "lora_r", ">= 1", self.lora_r)

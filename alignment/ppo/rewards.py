@@ -18,30 +18,50 @@ from alignment.core.judges import score
 
 
 class Scorer:
-    """Raw scores of responses from a reward model (on `prompt + response`) or a judge (see `core.judges`)."""
+    """Raw scores of responses from a reward model (on `prompt + response`) or a judge (see `core.judges`).
+
+    A reward model with the policy's own tokenizer (`same_vocab`) reads the generated ids directly, as
+    `reward.model.encode_texts` would have encoded the text; another tokenizer gets the decoded text,
+    re-encoded its way.
+    """
 
     def __init__(
         self,
-        judge: Callable[[str], float] | None = None,
+        judge: Callable[..., float] | None = None,
         reward_model: torch.nn.Module | None = None,
         reward_tokenizer=None,
         batch_size: int = 32,
+        same_vocab: bool = False,
     ):
         self.judge = judge
         self.reward_model = reward_model
         self.reward_tokenizer = reward_tokenizer
         self.batch_size = batch_size
+        self.same_vocab = same_vocab
 
     def __call__(
-        self, prompts: list[str], responses: list[str], rows: list[dict] | None = None
+        self,
+        prompts: list[str],
+        responses: list[str],
+        rows: list[dict] | None = None,
+        token_ids: tuple[torch.Tensor, ...] | None = None,
     ) -> torch.Tensor:
-        """Scores [n] (float32, CPU) of each response to its prompt; `rows` are the prompts' data rows."""
+        """Scores [n] (float32, CPU) of each response to its prompt.
+
+        `rows` are the prompts' data rows (for verifier judges); `token_ids` the rollout's
+        (query_ids, query_mask, response_ids, response_mask), used when the reward model shares the vocabulary.
+        """
         if self.judge is not None:
             rows = rows or [{}] * len(prompts)
             scores = [score(self.judge, p, r, row) for p, r, row in zip(prompts, responses, rows)]
             return torch.tensor(scores, dtype=torch.float32)
-        from reward.model import score_texts  # the stages may import reward/; lazily, judges need none of it
+        # the stages may import reward/; lazily, judges need none of it
+        from reward.model import reward_max_length, score_texts, score_token_ids, sequences_from_rollout_ids
 
+        if self.same_vocab and token_ids is not None:
+            length = reward_max_length(self.reward_model)
+            sequences = sequences_from_rollout_ids(self.reward_tokenizer, *token_ids, max_length=length)
+            return score_token_ids(self.reward_model, self.reward_tokenizer, sequences, self.batch_size)
         texts = [prompt + response for prompt, response in zip(prompts, responses)]
         return score_texts(self.reward_model, self.reward_tokenizer, texts, batch_size=self.batch_size)
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from alignment.core.generation import SamplingSettings, generate
+from alignment.core.generation import SamplingSettings
 from alignment.core.launch import forward_module, unwrapped_for_generation
 from alignment.core.tokens import (
     concat_query_response,
@@ -74,6 +74,12 @@ class Rollouts:
         return {name: getattr(self, name) for name in names}
 
 
+def autocast(session: Session):
+    """bfloat16 autocast for sampling and forward passes when `precision: bf16` (a no-op context otherwise)."""
+    device_type = session.accelerator.device.type
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=session.config.precision == "bf16")
+
+
 def sampling_settings(session: Session) -> SamplingSettings:
     """How PPO samples responses, from the config."""
     config = session.config
@@ -86,16 +92,31 @@ def sampling_settings(session: Session) -> SamplingSettings:
     )
 
 
-def generate_rollouts(session: Session, rows: list[dict]) -> Rollouts:
-    """Step 1: sample one response per prompt row with the current policy (all processes together)."""
+def logprobs_from_sampling(session: Session) -> bool:
+    """Whether old log-probs come from the sampling pass: with a separate critic, which then runs alone.
+
+    With `policy_head` the values need the policy's own hidden states, so a policy forward runs anyway and
+    the log-probs come from it.
+    """
+    config = session.config
+    return config.logprobs_from_sampling and config.value_model == "separate"
+
+
+def generate_rollouts(session: Session, rows: list[dict], with_logprobs: bool = False) -> Rollouts:
+    """Step 1: sample one response per prompt row with the current policy (all processes together).
+
+    `with_logprobs` keeps the log-prob of each sampled token from the sampling pass (see `generate`).
+    """
     prompts = [row["prompt"] for row in rows]
-    with unwrapped_for_generation(session.model, session.accelerator) as unwrapped:
-        batch = generate(
+    with unwrapped_for_generation(session.model, session.accelerator) as unwrapped, autocast(session):
+        session.sampler.sync(unwrapped.policy)
+        batch = session.sampler.sample(
             unwrapped.policy,
             session.tokenizer,
             [session.prompts.format(p) for p in prompts],
             sampling_settings(session),
-            max_prompt_length=session.config.max_prompt_length,
+            session.config.max_prompt_length,
+            with_logprobs,
         )
     return Rollouts(
         prompts=prompts,
@@ -106,15 +127,39 @@ def generate_rollouts(session: Session, rows: list[dict]) -> Rollouts:
         response_ids=batch.response_ids,
         response_mask=batch.response_mask,
         ended_with_eos=batch.ended_with_eos,
+        logprobs=batch.logprobs,
     )
 
 
 def score_rollouts(session: Session, rollouts: Rollouts) -> None:
-    """Step 2: sequence scores, and per-token old log-probs, values and reference log-probs (in place)."""
-    config, chunk = session.config, session.sizes.micro_batch
-    rollouts.logprobs, rollouts.values = policy_logprobs_and_values(
-        session.model, rollouts, config.temperature, chunk
-    )
+    """Step 2: sequence scores, and per-token old log-probs, values and reference log-probs (in place).
+
+    No-grad passes run `forward_batch_size` rollouts at a time (all of them by default: on CPU one large
+    batch is faster than several small ones). Old log-probs already taken from the sampling pass leave only
+    the critic to run.
+    """
+    with autocast(session):
+        _score_with_models(session, rollouts)
+    rollouts.logprobs, rollouts.values = rollouts.logprobs.float(), rollouts.values.float()
+    rollouts.ref_logprobs, rollouts.raw_scores = rollouts.ref_logprobs.float(), rollouts.raw_scores.float()
+    device = rollouts.logprobs.device
+    scores = session.shaping(rollouts.raw_scores, rollouts.ended_with_eos.to(device))
+    if session.config.whiten_rewards:
+        scores = losses.masked_whiten(scores, torch.ones_like(scores), False, all_reduce(session))
+    rollouts.scores = scores
+
+
+def _score_with_models(session: Session, rollouts: Rollouts) -> None:
+    """The forward passes of step 2: old log-probs (unless sampled), values, reference log-probs, raw scores."""
+    config = session.config
+    chunk = config.forward_batch_size or len(rollouts)
+    if rollouts.logprobs is None:
+        rollouts.logprobs, rollouts.values = policy_logprobs_and_values(
+            session.model, rollouts, config.temperature, chunk
+        )
+    else:
+        critic = session.accelerator.unwrap_model(session.model).critic
+        rollouts.values = critic_values(critic, rollouts, chunk)
     if session.reference is None:  # LoRA: the reference is the policy without its adapter
         policy = session.accelerator.unwrap_model(session.model).policy
         with policy.disable_adapter():
@@ -124,11 +169,9 @@ def score_rollouts(session: Session, rollouts: Rollouts) -> None:
         rollouts.ref_logprobs = reference_logprobs(reference, rollouts, config.temperature, chunk)
     # The RM has its own tokenizer: it reads prompt + response as text, re-encoded its way.
     device = rollouts.logprobs.device
-    rollouts.raw_scores = session.scorer(rollouts.prompts, rollouts.response_texts, rollouts.rows).to(device)
-    scores = session.shaping(rollouts.raw_scores, rollouts.ended_with_eos.to(device))
-    if config.whiten_rewards:
-        scores = losses.masked_whiten(scores, torch.ones_like(scores), False, all_reduce(session))
-    rollouts.scores = scores
+    token_ids = (rollouts.query_ids, rollouts.query_mask, rollouts.response_ids, rollouts.response_mask)
+    raw = session.scorer(rollouts.prompts, rollouts.response_texts, rollouts.rows, token_ids=token_ids)
+    rollouts.raw_scores = raw.to(device)
 
 
 def penalize(rollouts: Rollouts, kl_coef: float, estimator: str) -> None:
@@ -187,11 +230,23 @@ def policy_logprobs_and_values(
     logprobs, values = [], []
     query_len, response_len = rollouts.query_ids.shape[1], rollouts.response_ids.shape[1]
     for rows, input_ids, attention_mask, position_ids in sequence_chunks(rollouts, chunk_size):
-        logits, all_values = model(input_ids, attention_mask, position_ids)
-        logits = scaled_logits(response_slice(logits, query_len, response_len), temperature)
+        # The head only where it predicts response tokens: the last response_len + 1 positions, but the last.
+        logits, all_values = model(input_ids, attention_mask, position_ids, logits_to_keep=response_len + 1)
+        logits = scaled_logits(logits[:, :-1], temperature)
         logprobs.append(token_logprobs(logits, rollouts.response_ids[rows]))
         values.append(response_slice(all_values, query_len, response_len).float())
     return torch.cat(logprobs), torch.cat(values)
+
+
+@torch.no_grad()
+def critic_values(critic: torch.nn.Module, rollouts: Rollouts, chunk_size: int) -> torch.Tensor:
+    """Old values of the sampled responses from the critic alone, [batch, response_len]."""
+    values = []
+    query_len, response_len = rollouts.query_ids.shape[1], rollouts.response_ids.shape[1]
+    for _, input_ids, attention_mask, position_ids in sequence_chunks(rollouts, chunk_size):
+        all_values = critic(input_ids, attention_mask, position_ids)
+        values.append(response_slice(all_values, query_len, response_len).float())
+    return torch.cat(values)
 
 
 @torch.no_grad()

@@ -39,6 +39,7 @@ from alignment.ppo.checkpoint import load_checkpoint, save_checkpoint
 from alignment.ppo.config import Config
 from alignment.ppo.data import PromptSource, PtxSource
 from alignment.ppo.rewards import AdaptiveKLController, FixedKLController, Scorer, ScoreShaping
+from alignment.ppo.sampler import Sampler, build_sampler
 from alignment.ppo.value import PolicyAndValue, critic_from_causal_lm, critic_from_reward_model, fresh_head
 
 # Keys that may change between a run and its resumption without mixing two runs.
@@ -85,6 +86,7 @@ class Session:
     tokenizer: PreTrainedTokenizerBase
     prompts: PromptSource
     ptx: PtxSource | None
+    sampler: Sampler
     kl_controller: FixedKLController
     logger: MetricsLogger
     run_dir: Path
@@ -121,14 +123,18 @@ def setup(config: Config) -> Session:
     sizes = batch_sizes(config, world_size())
     accelerator = build_accelerator(config, sizes)
     value_lr = config.value_learning_rate or config.learning_rate
-    optimizer = torch.optim.Adam(roles.model.parameter_groups(config.learning_rate, value_lr), eps=1e-5)
+    groups = roles.model.parameter_groups(config.learning_rate, value_lr)
+    optimizer = torch.optim.Adam(groups, eps=1e-5, foreach=True)  # one kernel per op across all tensors
     model, optimizer = accelerator.prepare(roles.model, optimizer)
     model.eval()  # dropout off: the first PPO epoch must see ratio 1 exactly (gradients still flow)
     reference = prepare_frozen_model(roles.reference, accelerator) if roles.reference is not None else None
     reward_model = roles.reward_model
     if reward_model is not None:
         reward_model = forward_module(prepare_frozen_model(reward_model, accelerator))
-    scorer = Scorer(roles.judge, reward_model, roles.reward_tokenizer, config.reward_batch_size)
+    same_vocab = (
+        roles.reward_tokenizer is not None and roles.reward_tokenizer.get_vocab() == tokenizer.get_vocab()
+    )
+    scorer = Scorer(roles.judge, reward_model, roles.reward_tokenizer, config.reward_batch_size, same_vocab)
     # Same initial weights everywhere (seeded above); from here on each process samples differently.
     torch.manual_seed(config.seed + 1000 * accelerator.process_index)
     ptx = (
@@ -155,6 +161,9 @@ def setup(config: Config) -> Session:
         tokenizer=tokenizer,
         prompts=PromptSource(config.train_data, tokenizer, config.use_chat_template, config.seed),
         ptx=ptx,
+        sampler=build_sampler(
+            config.generation_backend, resolve_path(config.model), config.vllm_gpu_memory_utilization
+        ),
         kl_controller=kl_controller,
         logger=MetricsLogger(run_dir, enabled=accelerator.is_main_process),
         run_dir=run_dir,

@@ -31,7 +31,14 @@ from alignment.core.runs import save_model_folder
 from alignment.ppo import losses
 from alignment.ppo.config import Config
 from alignment.ppo.data import PromptSource
-from alignment.ppo.rollout import Rollouts, compute_advantages, generate_rollouts, penalize, score_rollouts
+from alignment.ppo.rollout import (
+    Rollouts,
+    compute_advantages,
+    generate_rollouts,
+    logprobs_from_sampling,
+    penalize,
+    score_rollouts,
+)
 from alignment.ppo.session import Session, setup
 from alignment.ppo.update import all_finite, optimize
 from alignment.ppo.value import HEAD_FILE
@@ -60,7 +67,7 @@ def run(config: Config) -> dict[str, float]:
         rows = session.prompts.batch(
             step, config.batch_size, accelerator.process_index, accelerator.num_processes
         )
-        rollouts = generate_rollouts(session, rows)
+        rollouts = generate_rollouts(session, rows, with_logprobs=logprobs_from_sampling(session))
         times.append(time.perf_counter())
         # step 2. score
         score_rollouts(session, rollouts)

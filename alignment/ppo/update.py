@@ -21,7 +21,8 @@ from alignment.core.tokens import (
     token_logprobs,
 )
 from alignment.ppo import losses
-from alignment.ppo.rollout import Rollouts
+from alignment.ppo.packing import gather_positions, pack
+from alignment.ppo.rollout import Rollouts, autocast
 
 if TYPE_CHECKING:
     from alignment.ppo.session import Session
@@ -91,9 +92,9 @@ def pad_right(
     return (torch.nn.functional.pad(ids, (0, extra), value=pad_id), torch.nn.functional.pad(mask, (0, extra)))
 
 
-def ppo_loss(session: Session, micro: dict[str, torch.Tensor], ptx: tuple | None):
-    """One micro-batch's total loss and its statistics (the PPO objective plus optional PPO-ptx)."""
-    config, pad_id = session.config, session.tokenizer.pad_token_id
+def padded_forward(session: Session, micro: dict[str, torch.Tensor], ptx: tuple | None):
+    """Response logits [n, R, V] and values [n, R], and the PPO-ptx LM loss, from one padded forward."""
+    pad_id = session.tokenizer.pad_token_id
     query_len, response_len = micro["query_ids"].shape[1], micro["response_ids"].shape[1]
     input_ids, attention_mask, _ = concat_query_response(
         micro["query_ids"], micro["query_mask"], micro["response_ids"], micro["response_mask"]
@@ -106,21 +107,74 @@ def ppo_loss(session: Session, micro: dict[str, torch.Tensor], ptx: tuple | None
         ptx_ids, ptx_mask = pad_right(ptx_ids, ptx_mask, width, pad_id)
         input_ids, attention_mask = torch.cat([input_ids, ptx_ids]), torch.cat([attention_mask, ptx_mask])
     position_ids = position_ids_from_mask(attention_mask)
-    logits, values = session.model(input_ids, attention_mask, position_ids)
+    # Without PPO-ptx only the positions that predict response tokens need the LM head.
+    keep = 0 if ptx is not None else response_len + 1
+    logits, values = session.model(input_ids, attention_mask, position_ids, logits_to_keep=keep)
+    if keep:
+        response_logits = logits[:n_rollouts, :-1]
+    else:
+        response_logits = response_slice(logits[:n_rollouts], query_len, response_len)
+    response_values = response_slice(values[:n_rollouts], query_len, response_len)
+    ptx_loss = losses.causal_lm_loss(logits[n_rollouts:], ptx_ids, ptx_mask) if ptx is not None else None
+    return response_logits, response_values, ptx_loss
 
+
+def packed_forward(session: Session, micro: dict[str, torch.Tensor], ptx: tuple | None):
+    """What `padded_forward` returns, from a forward over the real tokens only (see packing.py)."""
+    query_ids, query_mask = micro["query_ids"], micro["query_mask"]
+    response_ids, response_mask = micro["response_ids"], micro["response_mask"]
+    query_lengths, response_lengths = query_mask.sum(1).cpu(), response_mask.sum(1).cpu()
+    query_len, response_len = query_ids.shape[1], response_ids.shape[1]
+    sequences = [
+        torch.cat([query_ids[i, query_len - int(q) :], response_ids[i, : int(r)]]).cpu()
+        for i, (q, r) in enumerate(zip(query_lengths, response_lengths))
+    ]
+    n_rollouts = len(sequences)
+    if ptx is not None:
+        ptx_ids, ptx_mask = ptx
+        ptx_lengths = ptx_mask.sum(1).cpu()
+        sequences += [ptx_ids[j, : int(length)].cpu() for j, length in enumerate(ptx_lengths)]
+    packed = pack(sequences, session.tokenizer.pad_token_id)
+    device = query_ids.device
+    logits, values = session.model(packed.input_ids.to(device), None, packed.position_ids.to(device))
+    rollouts = list(range(n_rollouts))
+    # Response token t of sequence i is predicted at its offset query_length - 1 + t.
+    offsets = query_lengths - 1
+    response_logits = gather_positions(logits, packed, rollouts, offsets, response_lengths, response_len)
+    response_values = gather_positions(values, packed, rollouts, offsets, response_lengths, response_len)
+    ptx_loss = None
+    if ptx is not None:
+        width = int(ptx_lengths.max()) - 1
+        rows = list(range(n_rollouts, len(sequences)))
+        starts = torch.zeros_like(ptx_lengths)
+        predicted = gather_positions(logits, packed, rows, starts, ptx_lengths - 1, width)
+        targets = ptx_ids[:, 1 : width + 1]
+        target_mask = (torch.arange(width).unsqueeze(0) < (ptx_lengths - 1).unsqueeze(1)).float().to(device)
+        ptx_loss = -losses.masked_mean(token_logprobs(predicted, targets), target_mask)
+    return response_logits, response_values, ptx_loss
+
+
+def ppo_loss(session: Session, micro: dict[str, torch.Tensor], ptx: tuple | None):
+    """One micro-batch's total loss and its statistics (the PPO objective plus optional PPO-ptx)."""
+    config = session.config
+    forward = packed_forward if config.packing else padded_forward
+    with autocast(session):  # bf16 forward when asked; everything below is fp32
+        response_logits, response_values, ptx_loss = forward(session, micro, ptx)
     mask = micro["response_mask"].float()
-    response_logits = scaled_logits(
-        response_slice(logits[:n_rollouts], query_len, response_len), config.temperature
-    )
+    response_logits = scaled_logits(response_logits, config.temperature)
     new_logprobs = token_logprobs(response_logits, micro["response_ids"])
-    new_values = response_slice(values[:n_rollouts], query_len, response_len).float()
+    new_values = response_values.float()
     pg_loss, pg_stats = losses.clipped_policy_loss(
         new_logprobs, micro["logprobs"], micro["advantages"], mask, config.cliprange
     )
     vf_loss, vf_stats = losses.clipped_value_loss(
         new_values, micro["values"], micro["returns"], mask, config.cliprange_value
     )
-    entropy = losses.masked_mean(losses.entropy_from_logits(response_logits), mask)
+    if config.entropy_coef:
+        entropy = losses.masked_mean(losses.entropy_from_logits(response_logits), mask)
+    else:  # only logged: outside the graph, it costs no softmax backward over the vocabulary
+        with torch.no_grad():
+            entropy = losses.masked_mean(losses.entropy_from_logits(response_logits), mask)
     loss = pg_loss + config.vf_coef * vf_loss - config.entropy_coef * entropy
     stats = {
         "policy_loss": pg_loss.detach(),
@@ -129,8 +183,7 @@ def ppo_loss(session: Session, micro: dict[str, torch.Tensor], ptx: tuple | None
         **pg_stats,
         **vf_stats,
     }
-    if ptx is not None:
-        ptx_loss = losses.causal_lm_loss(logits[n_rollouts:], ptx_ids, ptx_mask)
+    if ptx_loss is not None:
         loss = loss + config.ptx_coef * ptx_loss
         stats["ptx_loss"] = ptx_loss.detach()
     stats["loss"] = loss.detach()

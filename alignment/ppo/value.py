@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 
-from alignment.core.models import loading
+from alignment.core.models import fuse_activations, loading
 from alignment.core.tokens import position_ids_from_mask
 
 HEAD_FILE = "value_head.safetensors"
@@ -63,6 +63,7 @@ def critic_from_reward_model(path: str, reuse_head: bool, mean: float = 0.0, std
         reward_model = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=1, dtype=torch.float32
         )
+    fuse_activations(reward_model)
     backbone = reward_model.base_model
     head = fresh_head(hidden_size_of(backbone))
     rm_head = getattr(reward_model, "score", None)
@@ -77,6 +78,7 @@ def critic_from_causal_lm(path: str) -> ValueModel:
     """A critic on a causal LM's backbone (the policy's starting point) with a fresh head."""
     with loading(f"value model backbone {path}"):
         backbone = AutoModel.from_pretrained(path, dtype=torch.float32)
+    fuse_activations(backbone)
     return ValueModel(backbone, fresh_head(hidden_size_of(backbone)))
 
 
@@ -96,9 +98,17 @@ class PolicyAndValue(nn.Module):
         self.value_head = value_head
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits [batch, seq_len, vocab], values [batch, seq_len])."""
+        """(logits [batch, seq_len or logits_to_keep, vocab], values [batch, seq_len]).
+
+        `logits_to_keep > 0` computes the LM head only on the last positions (PPO needs logits only where
+        they predict response tokens; the head is 20-40% of a small decoder's compute).
+        """
         if position_ids is None:
             position_ids = position_ids_from_mask(attention_mask)
         shared = self.value_head is not None
@@ -108,6 +118,7 @@ class PolicyAndValue(nn.Module):
             position_ids=position_ids,
             use_cache=False,
             output_hidden_states=shared,
+            logits_to_keep=logits_to_keep,
         )
         if shared:
             values = self.value_head(out.hidden_states[-1]).squeeze(-1)

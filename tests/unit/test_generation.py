@@ -36,3 +36,29 @@ def test_generate_texts_is_repeatable_with_a_seed(tiny_model_dir):
     first = generate_texts(model, tokenizer, prompts, settings, batch_size=2, seed=3)
     second = generate_texts(model, tokenizer, prompts, settings, batch_size=2, seed=3)
     assert first == second
+
+
+def test_sampling_pass_logprobs_match_a_separate_forward(tiny_model_dir, tiny_llama_dir):
+    # The fast path PPO takes for old log-probs: from the logits of generation itself (KV cache, left
+    # padding), against a full forward pass over the finished sequences at the same temperature.
+    from alignment.core.tokens import response_logprobs
+
+    for folder in (tiny_model_dir, tiny_llama_dir):
+        tokenizer = load_tokenizer(str(folder))
+        model = load_causal_lm(str(folder), tokenizer).eval()
+        torch.manual_seed(0)
+        for temperature, min_new in ((1.0, 0), (0.7, 4)):
+            settings = SamplingSettings(max_new_tokens=8, temperature=temperature, min_new_tokens=min_new)
+            batch = generate(
+                model,
+                tokenizer,
+                ["the movie", "a dull film with a plot", "i"],
+                settings,
+                return_logprobs=True,
+            )
+            full = response_logprobs(
+                model, batch.query_ids, batch.query_mask, batch.response_ids, batch.response_mask, temperature
+            )
+            mask = batch.response_mask.bool()
+            torch.testing.assert_close(batch.logprobs[mask], full[mask], atol=1e-4, rtol=1e-4)
+            assert batch.logprobs.shape == batch.response_ids.shape

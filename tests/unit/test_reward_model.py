@@ -143,3 +143,33 @@ def test_encoder_backbone_scores_the_pooled_cls(tmp_path, sentences):
     alone = torch.stack([score_texts(model, rm_tokenizer, [t])[0] for t in TEXTS])
     assert torch.allclose(alone, score_texts(model, rm_tokenizer, TEXTS), atol=1e-5)
     check_score_position(model, rm_tokenizer)
+
+
+@pytest.mark.parametrize("which", ["gpt2_rm", "llama_rm"])
+def test_scoring_generated_ids_equals_scoring_the_decoded_text(which, request):
+    # PPO's fast path: a reward model with the policy's tokenizer reads the rollout's ids directly (left-padded
+    # queries, right-padded responses ending in EOS). It must score exactly what decoding the text and
+    # re-encoding it would. Responses start with a space, so the ids split at the same place either way.
+    from reward.model import score_token_ids, sequences_from_rollout_ids
+
+    model, tokenizer = request.getfixturevalue(which)
+    prompts = ["the movie was", "a dull film", "i loved every minute", "sad"]
+    responses = [" wonderful", " with a terrible plot", "", " news came"]
+    plain = {"add_special_tokens": False}
+    queries = [tokenizer(p, **plain)["input_ids"] for p in prompts]
+    answers = [tokenizer(r, **plain)["input_ids"] + [tokenizer.eos_token_id] for r in responses]
+    q_len, r_len = max(map(len, queries)), max(map(len, answers)) + 1
+    pad = tokenizer.pad_token_id
+    query_ids = torch.tensor([[pad] * (q_len - len(q)) + q for q in queries])
+    query_mask = torch.tensor([[0] * (q_len - len(q)) + [1] * len(q) for q in queries])
+    response_ids = torch.tensor([a + [pad] * (r_len - len(a)) for a in answers])
+    response_mask = torch.tensor([[1] * len(a) + [0] * (r_len - len(a)) for a in answers])
+    sequences = sequences_from_rollout_ids(tokenizer, query_ids, query_mask, response_ids, response_mask, 64)
+    texts = [p + r for p, r in zip(prompts, responses)]
+    assert sequences == encode_texts(tokenizer, texts, 64, encoder=False)
+    torch.testing.assert_close(
+        score_token_ids(model, tokenizer, sequences),
+        score_texts(model, tokenizer, texts),
+        atol=1e-5,
+        rtol=1e-5,
+    )

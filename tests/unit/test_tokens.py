@@ -71,3 +71,16 @@ def test_padding_side_is_restored_even_on_error(tiny_tokenizer):
     with pytest.raises(RuntimeError), padding_side(tiny_tokenizer, "left"):
         raise RuntimeError
     assert tiny_tokenizer.padding_side == "right"
+
+
+def test_fused_gelu_computes_what_gpt2s_own_gelu_does(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from alignment.core.models import fuse_activations
+
+    original = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
+    fused = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
+    assert fuse_activations(fused) == 2 and fuse_activations(fused) == 0  # one per block; idempotent
+    ids = torch.randint(3, 200, (3, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(fused(ids).logits, original(ids).logits, atol=1e-5, rtol=1e-5)
