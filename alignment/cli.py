@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "alignment.evaluate.run",
         "evaluate checkpoints with a gold judge, the reward model, KL, fluency",
     ),
+    "reason": (
+        "alignment.reason.run",
+        "reasoning and in-context evaluation: few-shot, CoT, self-consistency, label-word classification",
+    ),
     "pipeline": ("alignment.pipeline", "run prepare, pretrain, sft, reward, ppo and evaluate in order"),
     "label": ("reward.app.app", "serve the Gradio labeling app (and manage its users)"),
 }
@@ -49,6 +53,7 @@ CONFIGS: dict[str, str] = {
     "finetune": "alignment.finetune.config:Config",
     "finetune-compare": "alignment.finetune.compare:Config",
     "evaluate": "alignment.evaluate.config:Config",
+    "reason": "alignment.reason.config:Config",
     "label": "reward.app.config:LabelConfig",
     "pipeline": "alignment.pipeline:Config",
 }
