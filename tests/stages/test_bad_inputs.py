@@ -59,6 +59,9 @@ def files(tmp_path_factory, tiny_model_dir):
         "ft_word_target": write(
             d / "ft_word_target.jsonl", [{"text": "good", "label": 2.5}, {"text": "bad", "label": "low"}]
         ),
+        "reason_no_answer": write(
+            d / "reason_no_answer.jsonl", [{"question": "1 + 1?", "answer": "2"}, {"question": "2 + 2?"}]
+        ),
     }
     (d / "latin1.jsonl").write_bytes(
         b'{"prompt": "a", "completion": " b"}\n{"prompt": "caf\xe9", "completion": " c"}\n'
@@ -120,6 +123,7 @@ FINETUNE = [
     "--max_steps",
     "1",
 ]
+REASON = ["reason", "--models", "{{a: {model}}}", "--classify_data", "null", "--modes", "direct"]
 CASES = [
     # configs: keys, types, values
     ("negative learning rate", [*SFT, "--learning_rate", "-1e-3"], "learning_rate: expected a number > 0"),
@@ -217,6 +221,27 @@ CASES = [
     ),
     ("finetune prefix tuning on a decoder", [*FINETUNE, "--peft", "prefix_tuning"], "peft: 'prefix_tuning'"),
     ("finetune layer rate decay over 1", [*FINETUNE, "--layer_lr_decay", "1.5"], "layer_lr_decay"),
+    # reasoning evaluation and the answer-checking rewards
+    (
+        "reason task row without an answer",
+        [*REASON, "--tasks", "{{t: {{file: {reason_no_answer}}}}}"],
+        "reason_no_answer.jsonl: row 2: key 'answer'",
+    ),
+    (
+        "reason unknown generator",
+        [*REASON, "--tasks", "{{t: {{generator: basic_arithmetc}}}}"],
+        "tasks.t.generator: unknown reasoning-gym generator 'basic_arithmetc'",
+    ),
+    (
+        "reason no self-consistency samples",
+        [*REASON, "--num_samples", "0"],
+        "num_samples: expected an int >= 1",
+    ),
+    (
+        "PPO unknown generator as reward",
+        [*PPO, "--reward_fn", "reasoning_gym:nope"],
+        "reward_fn 'reasoning_gym:nope'",
+    ),
     # checkpoints
     ("resume from a missing folder", [*SFT, "--resume", "{tmp}/nowhere"], "resume:"),
     (
