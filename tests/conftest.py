@@ -16,16 +16,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SENTENCES = [
-    "the movie was wonderful and the acting was great",
-    "a dull film with a terrible plot and bad acting",
-    "i loved every minute of this charming story",
-    "the worst movie i have seen in years",
-    "an excellent cast makes this a delightful comedy",
-    "boring slow and far too long",
-    "happy people tell good stories about good days",
-    "sad news came on a grey and rainy day",
-]
+from corpus import SENTENCES  # noqa: E402  (a plain module: two conftest.py files share one import name)
 
 
 def build_tiny_tokenizer(vocab_size: int = 320):

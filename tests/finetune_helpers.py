@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import SENTENCES
+from corpus import SENTENCES
 
 POSITIVE = [s for i, s in enumerate(SENTENCES) if i % 2 == 0 and i != 6] + ["happy people tell good stories"]
 NEGATIVE = [s for i, s in enumerate(SENTENCES) if i % 2 == 1]
