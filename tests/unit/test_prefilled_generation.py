@@ -35,7 +35,13 @@ def test_every_prompt_token_is_run_once(tiny_llama_dir):
     hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
     try:
         generate_prefilled(
-            model, tokenizer, PROMPTS, SamplingSettings(max_new_tokens=3, temperature=1.0), 4, PREFIX
+            model,
+            tokenizer,
+            PROMPTS,
+            # min_new_tokens: no row may end early and leave the batch, which would change the shapes counted
+            SamplingSettings(max_new_tokens=3, temperature=1.0, min_new_tokens=3),
+            4,
+            PREFIX,
         )
     finally:
         hook.remove()
