@@ -1,6 +1,6 @@
 """The peer side of `make bench-ppo`: trl 1.12's experimental PPOTrainer on the benchmark's models.
 
-Run by `alignment/ppo/benchmark.py` with the python of a throwaway virtualenv that holds trl==1.12.0 (TRL
+Run by `alignment/bench_ppo.py` with the python of a throwaway virtualenv that holds trl==1.12.0 (TRL
 removed PPO in 1.13), never with the project's .venv. Standalone on purpose: it imports nothing of ours.
 
     <peer-venv>/bin/python scripts/bench_trl_ppo.py --models DIR --updates N --out result.json [--no_gc]

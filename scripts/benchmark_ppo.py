@@ -5,7 +5,7 @@
 Writes runs/bench-ppo/report.md and results.json; `make bench-ppo` runs it.
 """
 
-from alignment.ppo.benchmark import main
+from alignment.bench_ppo import main
 
 if __name__ == "__main__":
     main()
