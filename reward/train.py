@@ -11,6 +11,7 @@ pairs. The data are pre-tokenized here, so the start-up checks see exactly what 
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -246,6 +247,10 @@ def run(config: Config) -> dict[str, Any]:
         "mean": eval_metrics["reward_mean"],
         "std": eval_metrics["reward_std"],
         "eval_accuracy": eval_metrics["pairwise_accuracy"],
+        # NaN (no rating gaps in file-based pairs) is not JSON: null instead
+        "accuracy_gap_ge_1": _number_or_none(eval_metrics.get("accuracy_gap_ge_1")),
+        "train_pairs": len(train_pairs),
+        "eval_pairs": len(eval_pairs),
     }
     card_metrics = {
         k: v for k, v in eval_metrics.items() if not k.startswith(("runtime", "samples_", "steps_"))
@@ -270,6 +275,10 @@ def run(config: Config) -> dict[str, Any]:
         print(f"[reward] held-out: {json.dumps({k: round(v, 4) for k, v in eval_metrics.items()})}")
     logger.close()
     return eval_metrics
+
+
+def _number_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def main(argv: list[str] | None = None) -> None:

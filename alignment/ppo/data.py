@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from alignment.core.chat import format_prompt
 from alignment.core.formats import load_dataset_as
 from alignment.core.paths import resolve_path
 from alignment.core.tokens import padding_side
@@ -40,23 +41,28 @@ class PromptSource:
     of processes.
     """
 
-    def __init__(self, path: str, tokenizer: PreTrainedTokenizerBase, use_chat_template: bool, seed: int):
+    def __init__(
+        self,
+        path: str,
+        tokenizer: PreTrainedTokenizerBase,
+        use_chat_template: bool,
+        seed: int,
+        template: str | None = None,
+    ):
         dataset, _ = load_dataset_as(resolve_path(path), "prompts")
         self.rows: list[dict] = list(dataset)  # every column: a verifier judge reads the row's answer
         self.prompts: list[str] = [row["prompt"] for row in self.rows]
         self.tokenizer = tokenizer
         self.use_chat_template = use_chat_template
+        self.template = template
         self.order = SeededOrder(len(self.prompts), seed)
 
     def __len__(self) -> int:
         return len(self.prompts)
 
     def format(self, prompt: str) -> str:
-        """What the policy sees: the prompt itself, or a user turn in the chat template."""
-        if not self.use_chat_template:
-            return prompt
-        messages = [{"role": "user", "content": prompt}]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        """What the policy sees: the prompt in its instruction template, as a chat turn if asked."""
+        return format_prompt(self.tokenizer, prompt, self.template, self.use_chat_template)
 
     def batch(self, step: int, global_batch_size: int, rank: int = 0, world_size: int = 1) -> list[dict]:
         """The prompt rows ({prompt, ...}) for `step` on process `rank` of `world_size`."""

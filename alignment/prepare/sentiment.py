@@ -37,6 +37,11 @@ HELDOUT_PERCENT = 10
 PROMPT_WORDS = 4
 
 MIN_DEMO_WORDS = 8
+# The instructions of the sentiment demonstrations. Recipes that prompt SFT-tuned models (configs/ppo/tiny.yaml,
+# configs/evaluate/tiny.yaml) repeat CONTINUE_INSTRUCTION as their prompt_template (a test keeps them equal).
+CONTINUE_INSTRUCTION = "Continue this movie review: {prompt}"
+CLASSIFY_INSTRUCTION = "Is this movie review positive or negative? {prompt}"
+CLASSIFY_MIN_RATING = 1.0
 
 
 def parse_ground_truth_line(line: str, where: str = "") -> tuple[str, float, str]:
@@ -146,17 +151,51 @@ def make_demo(
     return {"prompt": " ".join(words[:prompt_words]), "completion": " " + " ".join(words[prompt_words:])}
 
 
+def instruction_demos(row: dict[str, Any], index: int) -> list[dict[str, Any]]:
+    """The SFT demonstrations one movie snippet gives, as chat `messages` rows with their `kind`.
+
+    - continue: the user asks for the rest of the review from its first words (CONTINUE_INSTRUCTION, the
+      instruction PPO and evaluation ask with); the assistant answers with the rest of the snippet;
+    - classify: every other snippet rated clearly (|mean rating| >= CLASSIFY_MIN_RATING), the user asks
+      whether the review is positive or negative and the assistant answers in one word.
+    A base model pretrained on raw reviews knows neither form, so SFT has something visible to teach.
+    """
+    demo = make_demo(row["text"])
+    if demo is None:
+        return []
+    continuation = {
+        "messages": [
+            {"role": "user", "content": CONTINUE_INSTRUCTION.format(prompt=demo["prompt"])},
+            {"role": "assistant", "content": demo["completion"]},
+        ],
+        "kind": "continue",
+    }
+    demos = [continuation]
+    if index % 2 == 0 and abs(row["mean_rating"]) >= CLASSIFY_MIN_RATING:
+        label = "positive" if row["mean_rating"] > 0 else "negative"
+        question = CLASSIFY_INSTRUCTION.format(prompt=" ".join(row["text"].split()))
+        demos.append(
+            {
+                "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": label}],
+                "kind": "classify",
+            }
+        )
+    return demos
+
+
 def sentiment_files(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Every file of datasets/sentiment/ (name -> rows) derived from the snippet rows."""
     files: dict[str, list[dict[str, Any]]] = {"snippets.jsonl": rows}
     for split in ("train", "heldout"):
         in_split = [row for row in rows if row["split"] == split]
         files[f"corpus_{split}.jsonl"] = [{"text": row["text"]} for row in in_split]
-        demos = [make_demo(row["text"]) for row in in_split if row["source"] == "movie"]
-        files[f"demos_{split}.jsonl"] = [demo for demo in demos if demo is not None]
-        files[f"prompts_{split}.jsonl"] = [
-            {"prompt": demo["prompt"]} for demo in files[f"demos_{split}.jsonl"]
+        movie = [row for row in in_split if row["source"] == "movie"]
+        files[f"demos_{split}.jsonl"] = [
+            demo for i, row in enumerate(movie) for demo in instruction_demos(row, i)
         ]
+        # PPO and evaluation prompts: the raw first words; recipes ask them in CONTINUE_INSTRUCTION.
+        starts = [make_demo(row["text"]) for row in movie]
+        files[f"prompts_{split}.jsonl"] = [{"prompt": demo["prompt"]} for demo in starts if demo is not None]
     return files
 
 

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import datasets
 from transformers import PreTrainedTokenizerBase
 
+from alignment.core.chat import IGNORE_INDEX, PromptFormat, tokenize_example
 from alignment.core.formats import DatasetFormatError, LoadReport, detect_format, load_dataset_as
 from alignment.core.paths import resolve_path
 
-IGNORE_INDEX = -100
 Overlong = Literal["truncate", "skip", "error"]
-PromptFormat = Literal["plain", "chat"]
 
 
 @dataclass
@@ -54,69 +53,6 @@ class DataReport:
         metrics[f"{prefix}/truncated"] = self.truncated
         metrics[f"{prefix}/skipped"] = sum(self.skipped.values())
         return metrics
-
-
-def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    # No automatic BOS/EOS: generation tokenizes prompts the same way, and chat templates carry their own.
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def render_chat_segments(
-    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]
-) -> list[tuple[str, bool]]:
-    """Split a rendered conversation into (text, is_assistant_response) segments.
-
-    Each assistant turn is found as the text that rendering `messages[:i + 1]` adds to rendering
-    `messages[:i]` with the generation prompt; this works for any template that renders a conversation
-    prefix as a prefix of the whole. Templates that rewrite earlier turns raise a `DatasetFormatError`.
-    """
-    segments: list[tuple[str, bool]] = []
-    rendered = ""
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
-        after = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
-        if not before.startswith(rendered) or not after.startswith(before):
-            raise DatasetFormatError(
-                "the chat template does not render a conversation prefix as a prefix of the whole conversation "
-                f"(at message {i}), so assistant tokens cannot be located; use a template that appends turns"
-            )
-        segments += [(before[len(rendered) :], False), (after[len(before) :], True)]
-        rendered = after
-    return [(text, is_response) for text, is_response in segments if text]
-
-
-def tokenize_example(
-    row: dict[str, Any], tokenizer: PreTrainedTokenizerBase, prompt_format: PromptFormat
-) -> tuple[list[int], list[int], str]:
-    """Token ids, labels (-100 outside responses) and the generation prompt text of one row.
-
-    `prompt_format` applies to prompt/completion rows: "plain" concatenates prompt, completion and EOS;
-    "chat" renders them as a user turn and an assistant turn with the tokenizer's chat template.
-    Rows with `messages` always use the chat template.
-    """
-    if "messages" in row and row["messages"] is not None:
-        messages = row["messages"]
-    elif prompt_format == "chat":
-        messages = [
-            {"role": "user", "content": row["prompt"]},
-            {"role": "assistant", "content": row["completion"]},
-        ]
-    else:
-        prompt_ids = _ids(tokenizer, row["prompt"]) if row["prompt"] else []
-        # EOS ends every completion: it is what teaches the policy to stop.
-        completion_ids = _ids(tokenizer, row["completion"]) + [tokenizer.eos_token_id]
-        return prompt_ids + completion_ids, [IGNORE_INDEX] * len(prompt_ids) + completion_ids, row["prompt"]
-    input_ids: list[int] = []
-    labels: list[int] = []
-    for text, is_response in render_chat_segments(tokenizer, messages):
-        ids = _ids(tokenizer, text)
-        input_ids += ids
-        labels += ids if is_response else [IGNORE_INDEX] * len(ids)
-    # The generation prompt for samples: everything before the last assistant response.
-    prompt_text = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-    return input_ids, labels, prompt_text
 
 
 def tokenize_dataset(

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from alignment.core.chat import check_template
 from alignment.core.config import ConfigError, StageConfig, require
 
 ROLES = ("labeler", "admin")
@@ -52,6 +53,16 @@ class LabelConfig(StageConfig):
         default_factory=list,
         metadata={"help": "Model folders (or cache:// paths) that generate candidates for prompt-only rows."},
     )
+    prompt_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "How checkpoints are asked for candidates, with {prompt} (the instruction they were tuned on); "
+            "labelers see the raw prompt. null: the prompt itself."
+        },
+    )
+    use_chat_template: bool = field(
+        default=False, metadata={"help": "Ask checkpoints in their chat template (a user turn)."}
+    )
     samples_per_checkpoint: int = field(
         default=2,
         metadata={"help": "Candidates sampled from each checkpoint per prompt (K = this x checkpoints)."},
@@ -96,6 +107,7 @@ class LabelConfig(StageConfig):
         super().validate()
         require(1 <= self.port <= 65535, "port", "a TCP port 1..65535", self.port)
         require(self.max_request_kb >= 1, "max_request_kb", "an integer >= 1", self.max_request_kb)
+        check_template(self.prompt_template, "prompt_template")
         require(self.overlap >= 1, "overlap", "an integer >= 1", self.overlap)
         require(
             self.samples_per_checkpoint >= 1,

@@ -50,21 +50,30 @@ def distinct_candidates(completions: Sequence[str]) -> list[str]:
 
 
 def generate_candidates(
-    prompts: list[str], checkpoints: list[str], samples_per_checkpoint: int, sampling: dict, seed: int
+    prompts: list[str],
+    checkpoints: list[str],
+    samples_per_checkpoint: int,
+    sampling: dict,
+    seed: int,
+    template: str | None = None,
+    chat: bool = False,
 ) -> list[list[str]]:
     """Sample `samples_per_checkpoint` candidates per prompt from each checkpoint, in checkpoint order.
 
-    `sampling` holds `SamplingSettings` fields (max_new_tokens, temperature, top_k, top_p).
+    `sampling` holds `SamplingSettings` fields (max_new_tokens, temperature, top_k, top_p); each checkpoint is
+    asked the prompt in `template` (and its chat template with `chat`), as PPO and evaluation ask it.
     """
     # Imported here so serving a ready-made item file never pays for torch and transformers.
+    from alignment.core.chat import format_prompt
     from alignment.core.generation import SamplingSettings, generate_texts
     from alignment.core.models import load_causal_lm, load_tokenizer
 
     candidates: list[list[str]] = [[] for _ in prompts]
-    repeated = [p for p in prompts for _ in range(samples_per_checkpoint)]
     for checkpoint in checkpoints:
         tokenizer = load_tokenizer(checkpoint, padding_side="left")
         model = load_causal_lm(checkpoint, tokenizer=tokenizer)
+        asked = [format_prompt(tokenizer, p, template, chat) for p in prompts]
+        repeated = [p for p in asked for _ in range(samples_per_checkpoint)]
         texts = generate_texts(model, tokenizer, repeated, SamplingSettings(**sampling), seed=seed)
         for index, text in enumerate(texts):
             candidates[index // samples_per_checkpoint].append(text)
@@ -78,6 +87,8 @@ def build_items(
     samples_per_checkpoint: int,
     sampling: dict,
     seed: int,
+    template: str | None = None,
+    chat: bool = False,
 ) -> tuple[list[tuple[str, list[str]]], int]:
     """Turn rows into (prompt, candidates) items, generating where needed; returns (items, rows dropped).
 
@@ -91,7 +102,13 @@ def build_items(
                 f"row {need[0] + 1}: key 'completions': missing, and no `checkpoints` are configured to generate them"
             )
         sampled = generate_candidates(
-            [rows[i]["prompt"] for i in need], checkpoints, samples_per_checkpoint, sampling, seed
+            [rows[i]["prompt"] for i in need],
+            checkpoints,
+            samples_per_checkpoint,
+            sampling,
+            seed,
+            template,
+            chat,
         )
         generated = dict(zip(need, sampled))
     items, dropped = [], 0

@@ -351,7 +351,13 @@ class LabelService:
         try:
             rows = read_item_rows(path)
             items, dropped = build_items(
-                rows, config.checkpoints, config.samples_per_checkpoint, sampling, config.seed
+                rows,
+                config.checkpoints,
+                config.samples_per_checkpoint,
+                sampling,
+                config.seed,
+                config.prompt_template,
+                config.use_chat_template,
             )
         except (DatasetFormatError, OSError, ValueError) as err:  # ValueError: ModelLoadError
             raise BadRequest(f"path: {err}") from None

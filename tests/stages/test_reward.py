@@ -97,7 +97,9 @@ def test_reward_stage_trains_and_saves_a_scoring_model(tmp_path, tiny_model_dir)
     name = "transformer.h.0.attn.c_attn.weight"
     assert not torch.allclose(before[name], after[name])  # the backbone trained, not only the head
     stats = load_reward_stats(str(model_dir))
-    assert set(stats) == {"mean", "std", "eval_accuracy"} and stats["std"] > 0
+    assert set(stats) == {"mean", "std", "eval_accuracy", "accuracy_gap_ge_1", "train_pairs", "eval_pairs"}
+    assert stats["std"] > 0 and stats["eval_accuracy"] == pytest.approx(metrics["pairwise_accuracy"])
+    assert stats["accuracy_gap_ge_1"] == pytest.approx(metrics["accuracy_gap_ge_1"])
     assert "pairwise_accuracy" in (model_dir / "README.md").read_text()
 
     model, tokenizer = load_reward_model(str(model_dir))

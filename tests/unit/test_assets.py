@@ -121,11 +121,17 @@ def test_read_snippet_archive_and_derived_files():
     }
     assert len(files["corpus_train.jsonl"]) + len(files["corpus_heldout.jsonl"]) == 24
     demos = files["demos_train.jsonl"] + files["demos_heldout.jsonl"]
-    assert len(demos) == 3  # movie snippets with 9, 11, 13 words
-    assert all(d["completion"].startswith(" ") and len(d["prompt"].split()) == 4 for d in demos)
-    assert [p["prompt"] for p in files["prompts_train.jsonl"]] == [
-        d["prompt"] for d in files["demos_train.jsonl"]
-    ]
+    continued = [d for d in demos if d["kind"] == "continue"]
+    assert len(continued) == 3  # movie snippets with 9, 11, 13 words
+    for demo in continued:
+        user, assistant = demo["messages"]
+        assert user["role"] == "user" and user["content"].startswith("Continue this movie review: ")
+        assert assistant["role"] == "assistant" and assistant["content"].startswith(" ")
+    for demo in (d for d in demos if d["kind"] == "classify"):
+        assert demo["messages"][1]["content"] in ("positive", "negative")
+    starts = [d["messages"][0]["content"].removeprefix("Continue this movie review: ") for d in continued]
+    prompts = files["prompts_train.jsonl"] + files["prompts_heldout.jsonl"]
+    assert sorted(p["prompt"] for p in prompts) == sorted(starts) and all(len(s.split()) == 4 for s in starts)
 
 
 def test_read_snippet_archive_names_a_missing_file():
@@ -154,7 +160,7 @@ def test_prepare_writes_manifest_skips_when_intact_and_redoes_when_damaged(offli
     assert "[prepare] sentiment" in capsys.readouterr().out
     snippets = read_jsonl(cache / "datasets/sentiment/snippets.jsonl")
     assert len(snippets) == 24
-    load_dataset_as(cache / "datasets/sentiment/demos_train.jsonl", "prompt_completion")
+    load_dataset_as(cache / "datasets/sentiment/demos_train.jsonl", "messages")
     manifest = json.loads((cache / "MANIFEST.json").read_text())
     files = manifest["assets"]["sentiment"]["files"]
     assert "datasets/sentiment/snippets.jsonl" in files and len(files) == 7
@@ -224,7 +230,7 @@ def test_prepare_sentiment_for_real(tmp_path):
     assert rows["snippets.jsonl"] == 23_703
     assert rows["corpus_train.jsonl"] + rows["corpus_heldout.jsonl"] == 23_703
     assert 0.08 < rows["corpus_heldout.jsonl"] / 23_703 < 0.12
-    assert rows["demos_train.jsonl"] == rows["prompts_train.jsonl"] > 8_000
+    assert rows["demos_train.jsonl"] > rows["prompts_train.jsonl"] > 8_000  # continue + classify demos
     snippets, _ = load_dataset_as(cache / "datasets/sentiment/snippets.jsonl", "text")
     first = snippets[0]
     assert first["source"] == "movie" and first["text"].startswith("The Rock is destined")

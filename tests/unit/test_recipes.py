@@ -52,3 +52,14 @@ def test_accelerate_config_is_complete(accelerate_config):
         ds = json.loads(ds_path.read_text())
         assert ds["zero_optimization"]["stage"] in (2, 3)
         assert "mixed_precision" not in config  # accelerate rejects it next to a deepspeed_config_file
+
+
+def test_demo_recipes_ask_in_the_form_sft_teaches():
+    # PPO and evaluation must prompt the tuned model with the instruction its demonstrations use.
+    from alignment.prepare.sentiment import CONTINUE_INSTRUCTION
+
+    for recipe in ("ppo/tiny.yaml", "evaluate/tiny.yaml"):
+        config = yaml.safe_load((CONFIGS / recipe).read_text())
+        assert config["prompt_template"] == CONTINUE_INSTRUCTION and config["use_chat_template"] is True, (
+            recipe
+        )
