@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
+from alignment.core.chat import check_template
 from alignment.core.config import StageConfig, require
 from alignment.core.judges import check_judge_spec
 
@@ -61,6 +62,31 @@ class Config(StageConfig):
     max_prompt_length: int = field(
         default=64, metadata={"help": "Prompts are truncated to this many tokens."}
     )
+    prompt_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "What the models are asked, with {prompt} for each prompt (e.g. the instruction SFT taught); "
+            "judges and the reward model still read the raw prompt + response. null: the prompt itself."
+        },
+    )
+    use_chat_template: bool = field(
+        default=False,
+        metadata={"help": "Send the (templated) prompt as a user turn of each model's chat template."},
+    )
+    format_rule: Literal["none", "continuation"] = field(
+        default="none",
+        metadata={
+            "help": "How the format score counts a response as answering in the asked form. continuation: it "
+            "stopped by itself (EOS), has at least 3 words, and holds no chat-template marker and no line break."
+        },
+    )
+    response_loss_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out demonstrations (messages or prompt/completion): each model's mean loss on their "
+            "response tokens (what SFT trains), in the report; null to skip."
+        },
+    )
     batch_size: int = field(default=32, metadata={"help": "Prompts per generation/forward batch."})
     perplexity_data: str | None = field(
         default="cache://datasets/sentiment/corpus_heldout.jsonl",
@@ -95,6 +121,47 @@ class Config(StageConfig):
     check_max_perplexity_ratio: float = field(
         default=1.5, metadata={"help": "Check: held-out perplexity ratio at most this."}
     )
+    check_max_kl: float | None = field(
+        default=None,
+        metadata={"help": "Check: KL of check_model to the reference at most this (null: no check)."},
+    )
+    check_tuned_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "The instruction-tuned model whose format and response loss are checked (e.g. sft)."
+        },
+    )
+    check_base_model: str | None = field(
+        default=None, metadata={"help": "The model check_tuned_model started from (e.g. base)."}
+    )
+    check_min_response_loss_drop: float = field(
+        default=0.2,
+        metadata={"help": "Check: response loss of the tuned model at least this share below the base's."},
+    )
+    check_min_format_score: float = field(
+        default=0.9, metadata={"help": "Check: format score of the tuned model at least this."}
+    )
+    check_min_rm_accuracy: float | None = field(
+        default=None,
+        metadata={
+            "help": "Check: the reward model's held-out accuracy on pairs with rating gap >= 1 at least this."
+        },
+    )
+    best_of_n: int = field(
+        default=0,
+        metadata={
+            "help": "Best-of-n baseline (needs reward_model): N samples per prompt from best_of_n_model, the "
+            "reward model's favourite of n graded by the gold judge, for n = 1, 2, 4, ..., N (a power of 2; "
+            "0: off). Drawn beside PPO's held-out scores on sqrt(KL) in plots/overoptimization.png."
+        },
+    )
+    best_of_n_model: str | None = field(
+        default=None,
+        metadata={"help": "Name in `models` that best-of-n samples from (default: the KL reference)."},
+    )
+    best_of_n_prompts: int = field(
+        default=32, metadata={"help": "Best-of-n uses the first N prompts (N samples each)."}
+    )
     device: str = field(default="auto", metadata={"help": "'auto' (cuda if available), 'cpu' or 'cuda'."})
 
     def validate(self) -> None:
@@ -116,12 +183,30 @@ class Config(StageConfig):
         require(self.device in ("auto", "cpu", "cuda"), "device", "'auto', 'cpu' or 'cuda'", self.device)
         for index, spec in enumerate(self.judges):
             check_judge_spec(spec, f"judges[{index}]")
+        check_template(self.prompt_template, "prompt_template")
+        n = self.best_of_n
+        require(n == 0 or (n >= 2 and n & (n - 1) == 0), "best_of_n", "0 (off) or a power of 2 >= 2", n)
+        require(self.best_of_n_prompts >= 1, "best_of_n_prompts", ">= 1", self.best_of_n_prompts)
+        if n:
+            require(
+                self.reward_model is not None,
+                "reward_model",
+                "a reward model folder when best_of_n > 0",
+                None,
+            )
 
     def check_models(self) -> None:
         """Raise `ConfigError` unless there is a model to evaluate and the baseline is one of them."""
         require(bool(self.models), "models", "a mapping of at least one name -> model folder", self.models)
         if self.baseline is not None:
             require(self.baseline in self.models, "baseline", f"one of {list(self.models)}", self.baseline)
+        if self.best_of_n and self.best_of_n_model is not None:
+            require(
+                self.best_of_n_model in self.models,
+                "best_of_n_model",
+                f"one of {list(self.models)}",
+                self.best_of_n_model,
+            )
 
     @property
     def baseline_name(self) -> str:

@@ -11,6 +11,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from alignment.core.generation import GeneratedBatch, SamplingSettings, generate
+from alignment.core.models import max_positions
 from alignment.core.tokens import padding_side, response_logprobs, token_logprobs
 from alignment.evaluate.metrics import sequence_kl
 
@@ -19,10 +20,11 @@ from alignment.evaluate.metrics import sequence_kl
 class Samples:
     """One model's responses to a prompt list, with the generated batches kept for log-prob passes."""
 
-    prompts: list[str]
+    prompts: list[str]  # as the model saw them (templated)
     texts: list[str]
     lengths: list[int]  # response tokens, through the first EOS
     batches: list[GeneratedBatch]
+    ended: list[bool]  # whether each response stopped at EOS by itself
 
 
 def sample_responses(
@@ -46,7 +48,8 @@ def sample_responses(
     ]
     texts = [text for batch in batches for text in batch.response_texts]
     lengths = [int(n) for batch in batches for n in batch.response_mask.sum(dim=1).tolist()]
-    return Samples(prompts=list(prompts), texts=texts, lengths=lengths, batches=batches)
+    ended = [bool(e) for batch in batches for e in batch.ended_with_eos.tolist()]
+    return Samples(prompts=list(prompts), texts=texts, lengths=lengths, batches=batches, ended=ended)
 
 
 def _retokenize(
@@ -132,3 +135,32 @@ def text_nll(
             total_tokens += int(mask.sum())
     model.train(was_training)
     return total_nll, total_tokens
+
+
+@torch.no_grad()
+def response_nll(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict], prompt_format: str = "chat"
+) -> tuple[float, int]:
+    """Total negative log-likelihood of demonstrations' response tokens, and their count.
+
+    Each row (messages, or prompt/completion rendered per `prompt_format`) is tokenized exactly as SFT
+    tokenizes it (`core.chat.tokenize_example`), so the number is the loss SFT optimises, measured on any model.
+    """
+    from alignment.core.chat import IGNORE_INDEX, tokenize_example
+
+    device = next(model.parameters()).device
+    limit = max_positions(model.config)
+    total, count = 0.0, 0
+    for row in rows:
+        input_ids, labels, _ = tokenize_example(row, tokenizer, prompt_format)
+        if limit is not None:
+            input_ids, labels = input_ids[:limit], labels[:limit]
+        ids = torch.tensor([input_ids], device=device)
+        logits = model(input_ids=ids, use_cache=False).logits[0, :-1]
+        targets = torch.tensor(labels[1:], device=device)
+        keep = targets != IGNORE_INDEX
+        if keep.any():
+            logprobs = token_logprobs(logits[keep].unsqueeze(0), targets[keep].unsqueeze(0))
+            total -= float(logprobs.sum())
+            count += int(keep.sum())
+    return total, count

@@ -63,3 +63,13 @@ def perplexity(total_nll: float, total_tokens: int) -> float:
 def mean(values: Sequence[float]) -> float:
     """Arithmetic mean; NaN for an empty sequence (so a missing measure shows up, not a fake zero)."""
     return sum(values) / len(values) if len(values) else float("nan")
+
+
+def follows_continuation_format(response: str, ended_with_eos: bool) -> bool:
+    """The `continuation` format rule: stopped by itself, at least 3 words, no template marker, one line."""
+    return (
+        ended_with_eos
+        and len(response.split()) >= 3
+        and "<|" not in response
+        and "\n" not in response.strip()
+    )

@@ -104,6 +104,57 @@ def plot_gold_vs_kl(models: dict[str, dict[str, Any]], path: Path, judge: str = 
     return True
 
 
+def plot_overoptimization(
+    best_of_n: list[dict[str, float]],
+    held_out: dict[str, list[dict[str, Any]]],
+    path: Path,
+    judge: str = "gold",
+) -> bool:
+    """Gold and proxy (RM) score against sqrt(KL): the best-of-n curve beside each PPO run's held-out path.
+
+    Two panels, as in Gao et al. 2022: the proxy the policy is optimized against, and the gold score it is
+    meant to stand for. False (nothing written) when there is neither a best-of-n curve nor a PPO path.
+    """
+    paths = {s: [r for r in rows if _finite(r.get("eval/gold"))] for s, rows in held_out.items()}
+    paths = {s: rows for s, rows in paths.items() if rows}
+    if not best_of_n and not paths:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, bon_key, ppo_key, title in (
+        (axes[0], "gold", "eval/gold", f"gold ({judge})"),
+        (axes[1], "proxy", "eval/score_raw", "proxy (reward model)"),
+    ):
+        if best_of_n:
+            label = f"best-of-n from {best_of_n[0].get('model', 'base')}"
+            ax.plot([p["sqrt_kl"] for p in best_of_n], [p[bon_key] for p in best_of_n], "o-", label=label)
+            for point in best_of_n:
+                ax.annotate(
+                    f"n={point['n']}",
+                    (point["sqrt_kl"], point[bon_key]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+        for stage, rows in paths.items():
+            kept = [r for r in rows if _finite(r.get(ppo_key))]
+            ax.plot(
+                [r["eval/sqrt_kl"] for r in kept],
+                [r[ppo_key] for r in kept],
+                "s--",
+                label=f"{stage} (held-out)",
+            )
+        ax.set_xlabel("sqrt(KL to the sampling/reference policy), sqrt(nats)")
+        ax.set_ylabel(f"mean {title} score")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
 def compute_checks(
     models: dict[str, dict[str, Any]],
     model: str,
@@ -154,6 +205,64 @@ def compute_checks(
     ]
 
 
+def more_checks(
+    models: dict[str, dict[str, Any]], rm_stats: dict[str, Any], config: Any
+) -> list[dict[str, Any]]:
+    """The checks a config turns on beyond the three alignment checks, each with PASS/FAIL.
+
+    - KL budget: kl_to_ref(check_model) <= check_max_kl;
+    - instruction tuning taught something: response_loss(tuned) <= (1 - drop) * response_loss(base), and
+      format_score(tuned) >= check_min_format_score;
+    - reward model: held-out accuracy on pairs with rating gap >= 1 >= check_min_rm_accuracy.
+    """
+    checks = []
+
+    def check(name: str, value: Any, limit: float, passed: bool, rule: str) -> None:
+        ok = passed and _finite(value)
+        checks.append({"name": name, "value": value, "limit": limit, "rule": rule, "passed": bool(ok)})
+
+    model = models.get(config.check_model, {})
+    if config.check_max_kl is not None and "kl_to_ref" in model:
+        kl = model["kl_to_ref"]
+        check(
+            "kl_budget",
+            kl,
+            config.check_max_kl,
+            kl <= config.check_max_kl,
+            f"kl_to_ref({config.check_model}) <= {config.check_max_kl}",
+        )
+    tuned, base = models.get(config.check_tuned_model or ""), models.get(config.check_base_model or "")
+    if tuned is not None and base is not None and "response_loss" in tuned and "response_loss" in base:
+        drop = 1 - tuned["response_loss"] / base["response_loss"]
+        rule = f"1 - response_loss({config.check_tuned_model}) / response_loss({config.check_base_model}) >= {config.check_min_response_loss_drop}"
+        check(
+            "response_loss_drop",
+            drop,
+            config.check_min_response_loss_drop,
+            drop >= config.check_min_response_loss_drop,
+            rule,
+        )
+    if tuned is not None and "format_score" in tuned:
+        score = tuned["format_score"]
+        rule = f"format_score({config.check_tuned_model}) >= {config.check_min_format_score}"
+        check(
+            "format_score", score, config.check_min_format_score, score >= config.check_min_format_score, rule
+        )
+    if config.check_min_rm_accuracy is not None:
+        accuracy = rm_stats.get("accuracy_gap_ge_1", float("nan"))
+        rule = (
+            f"reward model accuracy on held-out pairs with rating gap >= 1 >= {config.check_min_rm_accuracy}"
+        )
+        check(
+            "rm_accuracy_gap_ge_1",
+            accuracy,
+            config.check_min_rm_accuracy,
+            accuracy >= config.check_min_rm_accuracy,
+            rule,
+        )
+    return checks
+
+
 def write_json(report: dict[str, Any], path: Path) -> None:
     """Write the report as JSON atomically (non-finite floats become null: JSON has no NaN)."""
     tmp = path.with_suffix(".json.tmp")
@@ -163,6 +272,8 @@ def write_json(report: dict[str, Any], path: Path) -> None:
 
 MODEL_COLUMNS = (
     ("gold_score", "gold score"),
+    ("format_score", "format score"),
+    ("response_loss", "response loss"),
     ("rm_score", "RM score"),
     ("kl_to_ref", "KL to ref"),
     ("perplexity", "perplexity"),
@@ -214,10 +325,25 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [
             "## Reward model",
             "",
-            f"Path `{rm.get('path')}`; held-out pairwise accuracy "
-            f"(from reward_stats.json): {_fmt(rm.get('eval_accuracy'))}.",
+            f"Path `{rm.get('path')}`; held-out pairwise accuracy (from reward_stats.json): "
+            f"{_fmt(rm.get('eval_accuracy'))} overall, {_fmt(rm.get('accuracy_gap_ge_1'))} on pairs whose mean "
+            "human ratings differ by at least 1.",
             "",
         ]
+    best_of_n = report.get("best_of_n") or []
+    if best_of_n:
+        lines += [
+            f"## Best-of-n from `{best_of_n[0].get('model')}`",
+            "",
+            "The reward model's favourite of n samples, graded by the gold judge; KL = log n - (n-1)/n.",
+            "",
+            "| n | KL (nats) | RM score | gold score |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {p['n']} | {_fmt(p['kl'])} | {_fmt(p['proxy'])} | {_fmt(p['gold'])} |" for p in best_of_n
+        ]
+        lines.append("")
     timings = report.get("timings_s") or {}
     if timings:
         lines += ["## Wall time per stage (s)", "", "| stage | seconds |", "|---|---|"]

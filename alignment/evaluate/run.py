@@ -22,8 +22,10 @@ from typing import Any
 
 import torch
 
+from alignment.core.chat import format_prompt
 from alignment.core.config import parse_config
 from alignment.core.errors import ConfigError, run_cli
+from alignment.core.formats import load_dataset_as
 from alignment.core.generation import SamplingSettings
 from alignment.core.judges import judge_name, load_judge, score
 from alignment.core.launch import seed_everything
@@ -32,6 +34,7 @@ from alignment.core.models import check_length
 from alignment.core.paths import resolve_path
 from alignment.core.runs import start_run
 from alignment.evaluate import metrics, report
+from alignment.evaluate.best_of_n import best_of_n_curve, powers_of_two
 from alignment.evaluate.config import Config
 from alignment.evaluate.inputs import (
     load_model,
@@ -40,7 +43,7 @@ from alignment.evaluate.inputs import (
     read_reward_stats,
     read_stage_timings,
 )
-from alignment.evaluate.measure import sample_responses, sequence_kls, text_nll
+from alignment.evaluate.measure import response_nll, sample_responses, sequence_kls, text_nll
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Inputs:
     reference_name: str | None
     reference: tuple[Any, Any] | None  # (model, tokenizer)
     reward_model: tuple[Any, Any] | None  # (model, tokenizer)
+    response_loss_rows: list[dict] = field(default_factory=list)  # held-out demonstrations
 
     @property
     def gold_name(self) -> str:
@@ -88,8 +92,9 @@ def run(config: Config) -> dict[str, Any]:
     results = {name: evaluate_model(name, path, inputs, config) for name, path in config.models.items()}
     # step 3. win rates against the baseline, per prompt, ties half
     add_win_rates(results, config.baseline_name)
-    # step 4. the report: checks, reward model, stage timings, curves, samples
-    result_report = build_report(config, inputs, results, run_dir, started)
+    # step 4. the report: checks, reward model, stage timings, curves, samples, the best-of-n baseline
+    curve = measure_best_of_n(config, inputs) if config.best_of_n else []
+    result_report = build_report(config, inputs, results, run_dir, started, curve)
     # step 5. write: every response with its scores, then the report files
     write_outputs(run_dir, inputs.prompts, results, result_report)
     return result_report
@@ -131,7 +136,11 @@ def load_inputs(config: Config) -> Inputs:
         top_k=config.top_k,
         top_p=config.top_p,
     )
+    rows = []
+    if config.response_loss_data:
+        rows = list(load_dataset_as(resolve_path(config.response_loss_data))[0])[: config.perplexity_max_rows]
     return Inputs(
+        response_loss_rows=rows,
         prompts=prompts,
         judges=judges,
         perplexity_texts=texts,
@@ -149,10 +158,13 @@ def evaluate_model(name: str, path: str, inputs: Inputs, config: Config) -> Mode
     model, tokenizer = load_model(path, inputs.device)
     if inputs.perplexity_texts:
         check_length(config.max_length, "max_length", model, f"model {name} ({path})")
+    asked = [
+        format_prompt(tokenizer, p, config.prompt_template, config.use_chat_template) for p in inputs.prompts
+    ]
     samples = sample_responses(
         model,
         tokenizer,
-        inputs.prompts,
+        asked,
         inputs.settings,
         config.batch_size,
         config.seed,
@@ -192,6 +204,12 @@ def evaluate_model(name: str, path: str, inputs: Inputs, config: Config) -> Mode
     if inputs.perplexity_texts:
         nll, count = text_nll(model, tokenizer, inputs.perplexity_texts, config.batch_size, config.max_length)
         result.summary["perplexity"] = metrics.perplexity(nll, count)
+    if config.format_rule == "continuation":
+        follows = [metrics.follows_continuation_format(t, e) for t, e in zip(samples.texts, samples.ended)]
+        result.summary["format_score"] = metrics.mean([float(f) for f in follows])
+    if inputs.response_loss_rows:
+        nll, count = response_nll(model, tokenizer, inputs.response_loss_rows)
+        result.summary["response_loss"] = nll / max(count, 1)
     result.summary["distinct_1"] = metrics.distinct_n(samples.texts, 1)
     result.summary["distinct_2"] = metrics.distinct_n(samples.texts, 2)
     result.summary["mean_length"] = metrics.mean(samples.lengths)
@@ -200,6 +218,46 @@ def evaluate_model(name: str, path: str, inputs: Inputs, config: Config) -> Mode
         f"on {len(inputs.prompts)} prompts, {time.perf_counter() - started:.1f}s"
     )
     return result
+
+
+def measure_best_of_n(config: Config, inputs: Inputs) -> list[dict[str, float]]:
+    """Step 4a: N samples per prompt from one model, scored by the RM (which picks) and the gold judge."""
+    from reward.model import score_texts
+
+    started = time.perf_counter()
+    name = config.best_of_n_model or (
+        inputs.reference_name if inputs.reference_name in config.models else config.baseline_name
+    )
+    model, tokenizer = load_model(config.models[name], inputs.device)
+    prompts = inputs.prompts[: config.best_of_n_prompts]
+    num = config.best_of_n
+    repeated = [
+        p for p in prompts for _ in range(num)
+    ]  # prompt-major: row i * num + j is sample j of prompt i
+    asked = [format_prompt(tokenizer, p, config.prompt_template, config.use_chat_template) for p in repeated]
+    samples = sample_responses(
+        model, tokenizer, asked, inputs.settings, config.batch_size, config.seed + 1, config.max_prompt_length
+    )
+    judged = [p + r if config.judge_prompt else r for p, r in zip(repeated, samples.texts)]
+    rm, rm_tokenizer = inputs.reward_model
+    proxy = score_texts(rm, rm_tokenizer, judged, batch_size=config.batch_size, max_length=config.max_length)
+    shown = repeated if config.judge_prompt else [""] * len(repeated)
+    gold_judge = inputs.judges[inputs.gold_name]
+    gold = [score(gold_judge, p, r) for p, r in zip(shown, samples.texts)]
+    curve = best_of_n_curve(
+        proxy.reshape(len(prompts), num).tolist(),
+        torch.tensor(gold).reshape(len(prompts), num).tolist(),
+        powers_of_two(num),
+    )
+    for point in curve:
+        point["model"] = name
+    best = curve[-1]
+    print(
+        f"evaluate: best-of-{num} from {name} on {len(prompts)} prompts: gold {curve[0]['gold']:.3f} -> "
+        f"{best['gold']:.3f}, RM {curve[0]['proxy']:.3f} -> {best['proxy']:.3f} at KL {best['kl']:.2f}, "
+        f"{time.perf_counter() - started:.1f}s"
+    )
+    return curve
 
 
 def add_win_rates(results: dict[str, ModelResult], baseline: str) -> None:
@@ -215,10 +273,16 @@ def add_win_rates(results: dict[str, ModelResult], baseline: str) -> None:
 
 
 def build_report(
-    config: Config, inputs: Inputs, results: dict[str, ModelResult], run_dir: Path, started: float
+    config: Config,
+    inputs: Inputs,
+    results: dict[str, ModelResult],
+    run_dir: Path,
+    started: float,
+    best_of_n: list[dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Step 4: the report dict (what report.json holds and report.md renders)."""
     per_model = {name: result.summary for name, result in results.items()}
+    rm_stats = read_reward_stats(config.reward_model) if config.reward_model else {}
     checks = report.compute_checks(
         per_model,
         config.check_model,
@@ -227,15 +291,15 @@ def build_report(
         config.check_min_distinct_ratio,
         config.check_max_perplexity_ratio,
     )
+    checks += report.more_checks(per_model, rm_stats, config)
     run_root = run_dir.parent
-    plots = write_plots(config, per_model, run_dir, inputs.gold_name) if config.plots else []
+    plots = write_plots(config, per_model, run_dir, inputs.gold_name, best_of_n or []) if config.plots else []
     timings = read_stage_timings(run_root)
     timings.pop(
         "evaluate", None
     )  # a timing.json from an earlier evaluation; this run's own time goes in below
     timings["evaluate"] = round(time.perf_counter() - started, 2)
     timings["total"] = round(sum(timings.values()), 2)
-    rm_stats = read_reward_stats(config.reward_model) if config.reward_model else {}
     prompts = inputs.prompts
     return {
         "run_name": config.run_name,
@@ -250,6 +314,7 @@ def build_report(
             else {}
         ),
         "timings_s": timings,
+        "best_of_n": best_of_n or [],
         "plots": plots,
         "samples": [
             {"prompt": prompts[i], "responses": {name: r.responses[i] for name, r in results.items()}}
@@ -268,16 +333,29 @@ def build_report(
     }
 
 
-def write_plots(config: Config, per_model: dict[str, dict], run_dir: Path, gold_name: str) -> list[str]:
-    """Training curves of every stage in the run folder, and gold score against KL; the files written."""
+def write_plots(
+    config: Config,
+    per_model: dict[str, dict],
+    run_dir: Path,
+    gold_name: str,
+    best_of_n: list[dict[str, float]],
+) -> list[str]:
+    """Training curves of every stage in the run folder, gold score against KL, over-optimization; files written."""
     plots: list[str] = []
+    held_out: dict[str, list[dict]] = {}  # stage -> its held-out evaluation rows (PPO's eval/*)
     for stage_dir in sorted(p for p in run_dir.parent.iterdir() if p.is_dir() and p != run_dir):
         rows = read_metrics(stage_dir)
         target = run_dir / "plots" / f"curves_{stage_dir.name}.png"
         if rows and report.plot_training_curves(stage_dir.name, rows, target):
             plots.append(f"plots/curves_{stage_dir.name}.png")
+        evals = [r for r in rows if "eval/sqrt_kl" in r]
+        if evals:
+            held_out[stage_dir.name] = evals
     if report.plot_gold_vs_kl(per_model, run_dir / "plots" / "gold_vs_kl.png", judge=gold_name):
         plots.append("plots/gold_vs_kl.png")
+    target = run_dir / "plots" / "overoptimization.png"
+    if report.plot_overoptimization(best_of_n, held_out, target, judge=gold_name):
+        plots.append("plots/overoptimization.png")
     return plots
 
 

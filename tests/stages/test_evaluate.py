@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -54,6 +55,12 @@ def test_evaluate_writes_a_report_on_a_user_prompt_file(
         "".join(
             json.dumps({"step": i, "reward/mean": 0.1 * i, "objective/kl": 0.01 * i}) + "\n" for i in range(5)
         )
+        # held-out rows as PPO logs them: the over-optimization plot draws them beside best-of-n
+        + "".join(
+            json.dumps({"step": i, "eval/gold": 0.1 * i, "eval/score_raw": 0.2 * i, "eval/sqrt_kl": 0.3 * i})
+            + "\n"
+            for i in (0, 4)
+        )
         + '{"step": 5, "kl": '  # a half-written last line must not break the report
     )
 
@@ -86,6 +93,10 @@ def test_evaluate_writes_a_report_on_a_user_prompt_file(
             str(runs),
             "--judges",
             "vader,alignment.core.judges:vader_compound",
+            "--best_of_n",
+            "4",
+            "--best_of_n_prompts",
+            "3",
         ]
     )
 
@@ -120,11 +131,21 @@ def test_evaluate_writes_a_report_on_a_user_prompt_file(
     assert report["timings_s"]["total"] == pytest.approx(12.5 + report["timings_s"]["evaluate"], abs=0.02)
     assert {c["name"] for c in report["checks"]} == {"gold_gain", "distinct_2_ratio", "perplexity_ratio"}
 
-    for plot in ("plots/curves_sft.png", "plots/curves_ppo.png", "plots/gold_vs_kl.png"):
+    curve = report["best_of_n"]  # from the KL reference (sft), 4 samples on each of 3 prompts
+    assert [p["n"] for p in curve] == [1, 2, 4] and {p["model"] for p in curve} == {"sft"}
+    assert [p["kl"] for p in curve] == pytest.approx([0.0, math.log(2) - 0.5, math.log(4) - 0.75])
+    proxies = [p["proxy"] for p in curve]  # the expected maximum of n can only grow with n
+    assert proxies[0] <= proxies[1] + 1e-9 <= proxies[2] + 2e-9
+    for plot in (
+        "plots/curves_sft.png",
+        "plots/curves_ppo.png",
+        "plots/gold_vs_kl.png",
+        "plots/overoptimization.png",
+    ):
         assert plot in report["plots"]
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (out / "report.md").read_text()
-    assert "| sft_copy |" in markdown and "## Checks" in markdown
+    assert "| sft_copy |" in markdown and "## Checks" in markdown and "## Best-of-n from `sft`" in markdown
     assert ("PASS" in markdown or "FAIL" in markdown) and "a dull film \\| with" in markdown
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 15 and {"prompt", "model", "response", "gold", "rm", "kl"} <= set(samples[0])
@@ -141,6 +162,10 @@ def test_evaluate_config_errors_name_the_key(tmp_path, capsys):
         parse_config(Config, ["--temperature", "-1"])
     with pytest.raises(ConfigError, match="judges"):
         parse_config(Config, ["--models", "{a: x}", "--judges", "gpt4"])
+    with pytest.raises(ConfigError, match="best_of_n: expected 0 .off. or a power of 2"):
+        parse_config(Config, ["--best_of_n", "6", "--reward_model", "rm"])
+    with pytest.raises(ConfigError, match="reward_model: expected a reward model folder"):
+        parse_config(Config, ["--best_of_n", "4"])
     missing = tmp_path / "nope.jsonl"
     with pytest.raises(SystemExit):
         main(["--models", "{a: x}", "--prompts", str(missing), "--output_root", str(tmp_path)])
