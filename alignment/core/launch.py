@@ -110,6 +110,19 @@ def trainer_backend_kwargs() -> dict[str, Any]:
     return kwargs
 
 
+def finish_distributed(accelerator: Any) -> None:
+    """Let every rank arrive, then tear the process group down before the interpreter exits.
+
+    Left to exit on its own, gloo's worker threads can be destroyed while still joinable ("terminate called
+    without an active exception", SIGABRT on one rank): a finished run then reports a failure.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        accelerator.wait_for_everyone()
+        dist.destroy_process_group()
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
     random.seed(seed)
@@ -169,17 +182,17 @@ def accumulation_step(accelerator: Any, model: torch.nn.Module, last: bool) -> I
 
 
 @contextmanager
-def gathered_parameters(module: torch.nn.Module, accelerator: Any) -> Iterator[None]:
+def gathered_parameters(module: torch.nn.Module, accelerator: Any, modify: bool = False) -> Iterator[None]:
     """Inside, every parameter of `module` holds its full tensor (a collective under ZeRO-3: all ranks enter).
 
-    Used to save weights; changes made inside are discarded on exit (no modifier rank).
+    Changes made inside are discarded on exit unless `modify` (then rank 0's values are partitioned back).
     """
     if deepspeed_zero_stage(accelerator) != 3:
         yield
         return
     import deepspeed  # lazy: only DeepSpeed launches pay for it
 
-    with deepspeed.zero.GatheredParameters(list(module.parameters())):
+    with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=0 if modify else None):
         yield
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,17 @@ from alignment.core.runs import CHECKPOINT_PREFIX, STATE_FILE, checkpoint_dir, c
 
 
 def save_checkpoint(
-    accelerator: Any, run_dir: str | Path, step: int, state: dict[str, Any], keep: int
+    accelerator: Any,
+    run_dir: str | Path,
+    step: int,
+    state: dict[str, Any],
+    keep: int,
+    write_extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Save on every process (a collective), publish from the main one, keep the `keep` newest (0: all)."""
+    """Save on every process (a collective), publish from the main one, keep the `keep` newest (0: all).
+
+    `write_extra(folder)` adds files of the caller's own on the main process before the checkpoint is published.
+    """
     folder = checkpoint_dir(run_dir)
     final = folder / f"{CHECKPOINT_PREFIX}{step}"
     tmp = folder / f".tmp-{CHECKPOINT_PREFIX}{step}"
@@ -34,6 +43,8 @@ def save_checkpoint(
     if accelerator.is_main_process:
         state = {"step": step, "world_size": accelerator.num_processes, **state}
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+        if write_extra is not None:
+            write_extra(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

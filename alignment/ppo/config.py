@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+from alignment.core.chat import check_template
 from alignment.core.config import RESUME_HELP, ConfigError, StageConfig, require
 from alignment.core.judges import check_judge_spec
 
@@ -79,9 +80,41 @@ class Config(StageConfig):
         metadata={"help": "Held-out prompts scored at the start and the end (null to skip)."},
     )
     max_eval_samples: int = field(default=64, metadata={"help": "How many held-out prompts to score."})
+    eval_steps: int = field(
+        default=0,
+        metadata={"help": "Score the held-out prompts every N steps too (0: at the start and the end only)."},
+    )
+    eval_judge: str | None = field(
+        default=None,
+        metadata={
+            "help": "A gold judge for the held-out scores ('vader', 'module:function'), logged beside the reward "
+            "model's (proxy) score and the KL to the reference: the over-optimization view (Gao et al. 2022)."
+        },
+    )
+    select_by: Literal["last", "gold"] = field(
+        default="last",
+        metadata={
+            "help": "Which policy model/ holds: the last, or the one with the best held-out gold score (checked at "
+            "every evaluation; needs eval_judge)."
+        },
+    )
+    select_patience: int = field(
+        default=0,
+        metadata={
+            "help": "With select_by: gold, stop after this many held-out evaluations without a better gold score "
+            "(0: never stop early)."
+        },
+    )
+    prompt_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "What the policy is asked, with {prompt} for each prompt (the instruction SFT taught); the "
+            "reward model and judges read the raw prompt + response. null: the prompt itself."
+        },
+    )
     use_chat_template: bool = field(
         default=False,
-        metadata={"help": "Wrap each prompt as a user turn with the tokenizer's chat template."},
+        metadata={"help": "Send the (templated) prompt as a user turn of the tokenizer's chat template."},
     )
     max_prompt_length: int = field(
         default=64, metadata={"help": "Prompts are truncated to this many tokens."}
@@ -231,6 +264,15 @@ class Config(StageConfig):
             )
         if self.reward_fn is not None:
             check_judge_spec(self.reward_fn, "reward_fn")
+        check_template(self.prompt_template, "prompt_template")
+        if self.eval_judge is not None:
+            check_judge_spec(self.eval_judge, "eval_judge")
+        require(self.eval_steps >= 0, "eval_steps", ">= 0", self.eval_steps)
+        require(self.select_patience >= 0, "select_patience", ">= 0", self.select_patience)
+        if self.select_by == "gold" and (self.eval_judge is None or self.eval_data is None):
+            raise ConfigError(
+                "select_by: 'gold' needs eval_judge and eval_data (held-out prompts scored by a judge)"
+            )
         for key in (
             "max_steps",
             "batch_size",

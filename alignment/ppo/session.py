@@ -38,6 +38,7 @@ from alignment.core.trainable import build_peft_config
 from alignment.ppo.checkpoint import load_checkpoint, save_checkpoint
 from alignment.ppo.config import Config
 from alignment.ppo.data import PromptSource, PtxSource
+from alignment.ppo.heldout import HeldOut
 from alignment.ppo.rewards import AdaptiveKLController, FixedKLController, Scorer, ScoreShaping
 from alignment.ppo.sampler import Sampler, build_sampler
 from alignment.ppo.value import PolicyAndValue, critic_from_causal_lm, critic_from_reward_model, fresh_head
@@ -92,18 +93,21 @@ class Session:
     run_dir: Path
     sizes: BatchSizes
     start_step: int
+    end_step: int  # max_steps, or the step a finished run stopped early at (select_patience)
     resumed: bool
+    held_out: HeldOut | None = None  # set right after construction (it reads the session)
 
     def log(self, message: str) -> None:
         """A line on the main process's stdout."""
         if self.accelerator.is_main_process:
             print(f"[ppo] {message}", flush=True)
 
-    def save(self, step: int, keep: int | None = None) -> Path:
-        """An atomic checkpoint after `step` steps (all processes call it)."""
-        state = {"kl_controller": self.kl_controller.state_dict()}
+    def save(self, step: int, keep: int | None = None, stopped_early: bool = False) -> Path:
+        """An atomic checkpoint after `step` steps (all processes call it); `stopped_early` ends the run there."""
+        state = {"kl_controller": self.kl_controller.state_dict(), "stopped_early": stopped_early}
         keep = self.config.save_total_limit if keep is None else keep
-        return save_checkpoint(self.accelerator, self.run_dir, step, state, keep)
+        extra = self.held_out.write if self.held_out is not None else None
+        return save_checkpoint(self.accelerator, self.run_dir, step, state, keep, extra)
 
     def halt(self, message: str, step: int) -> None:
         """Stop the run with a checkpoint (kept whatever `save_total_limit` says) and a clear message."""
@@ -145,10 +149,11 @@ def setup(config: Config) -> Session:
     else:
         kl_controller = FixedKLController(config.kl_coef)
 
-    start_step = 0
+    start_step, end_step = 0, config.max_steps
     if checkpoint is not None:
         state = load_checkpoint(accelerator, checkpoint)  # weights, optimizer, RNG of every process
         start_step = state["step"]
+        end_step = start_step if state.get("stopped_early") else end_step
         kl_controller.load_state_dict(state["kl_controller"])
     session = Session(
         config=config,
@@ -159,7 +164,9 @@ def setup(config: Config) -> Session:
         scorer=scorer,
         shaping=roles.shaping,
         tokenizer=tokenizer,
-        prompts=PromptSource(config.train_data, tokenizer, config.use_chat_template, config.seed),
+        prompts=PromptSource(
+            config.train_data, tokenizer, config.use_chat_template, config.seed, config.prompt_template
+        ),
         ptx=ptx,
         sampler=build_sampler(
             config.generation_backend, resolve_path(config.model), config.vllm_gpu_memory_utilization
@@ -169,8 +176,10 @@ def setup(config: Config) -> Session:
         run_dir=run_dir,
         sizes=sizes,
         start_step=start_step,
+        end_step=end_step,
         resumed=checkpoint is not None,
     )
+    session.held_out = HeldOut(session, checkpoint)
     session.log(
         f"{accelerator.num_processes} process(es), ZeRO stage {deepspeed_zero_stage(accelerator)}; per process: "
         f"{sizes.rollouts} rollouts, mini-batch {sizes.mini_batch}, micro-batch {sizes.micro_batch}; "

@@ -25,12 +25,11 @@ from tqdm.auto import tqdm
 
 from alignment.core.config import parse_config
 from alignment.core.errors import run_cli
-from alignment.core.launch import gathered_parameters
+from alignment.core.launch import finish_distributed, gathered_parameters
 from alignment.core.logging import write_model_card
 from alignment.core.runs import save_model_folder
 from alignment.ppo import losses
 from alignment.ppo.config import Config
-from alignment.ppo.data import PromptSource
 from alignment.ppo.rollout import (
     Rollouts,
     compute_advantages,
@@ -47,14 +46,14 @@ from alignment.ppo.value import HEAD_FILE
 def run(config: Config) -> dict[str, float]:
     """Train the policy with PPO; return the final metrics."""
     session = setup(config)
-    accelerator = session.accelerator
-    eval_prompts = held_out_prompts(session)
+    accelerator, held_out = session.accelerator, session.held_out
     final: dict[str, float] = {}
-    if eval_prompts and not session.resumed:
-        final.update(evaluate(session, eval_prompts, 0, "start"))
+    if held_out and not session.resumed:
+        final.update(suffixed(held_out.evaluate(session, 0, "start"), "start"))
 
+    last_step, stopped_early = session.end_step, session.end_step < config.max_steps
     progress = tqdm(
-        range(session.start_step, config.max_steps),
+        range(session.start_step, session.end_step),
         initial=session.start_step,
         total=config.max_steps,
         desc="ppo",
@@ -99,18 +98,34 @@ def run(config: Config) -> dict[str, float]:
         if step == session.start_step or (config.sample_steps and (step + 1) % config.sample_steps == 0):
             log_samples(session, step + 1, rollouts)
         control_kl(session, step + 1, row["kl"])
+        if held_out.due(session, step + 1):
+            held_out.evaluate(session, step + 1, "during")
+            if held_out.patience_spent(session):
+                session.log(
+                    f"no better held-out gold score in {config.select_patience} evaluations: stopping"
+                )
+                last_step, stopped_early = step + 1, True
+                break
         if config.save_steps and (step + 1) % config.save_steps == 0 and step + 1 < config.max_steps:
             session.save(step + 1)
     progress.close()
 
-    if config.max_steps > session.start_step:
-        session.save(config.max_steps)
     final.update({k: v for k, v in row.items() if not k.startswith("time/")})
-    if eval_prompts:
-        final.update(evaluate(session, eval_prompts, config.max_steps, "end"))
+    if held_out:
+        end_scores = held_out.latest if held_out.latest_step == last_step else None
+        final.update(suffixed(end_scores or held_out.evaluate(session, last_step, "end"), "end"))
+    if last_step > session.start_step:  # after the last evaluation: the checkpoint holds its best policy too
+        session.save(last_step, stopped_early=stopped_early)
+    final["steps"] = last_step
+    if held_out.selecting:
+        final["selected_step"] = held_out.restore_best(session)
+        final["eval/gold_selected"] = held_out.best_gold
+        session.log(f"model/ holds the policy of step {final['selected_step']} (best held-out gold score)")
+        session.logger.log(last_step, {"eval/selected_step": final["selected_step"]})
     if config.save_model:
         save_final_models(session, final)
     session.logger.close()
+    finish_distributed(accelerator)
     return final
 
 
@@ -192,39 +207,9 @@ def control_kl(session: Session, step: int, kl: float) -> None:
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# Held-out scores at the start and the end
-
-
-def held_out_prompts(session: Session) -> list[dict]:
-    """The evaluation prompt rows (a multiple of the process count), or [] when none are configured."""
-    config = session.config
-    if not config.eval_data:
-        return []
-    rows = PromptSource(config.eval_data, session.tokenizer, False, config.seed).rows
-    world = session.accelerator.num_processes
-    return rows[: min(config.max_eval_samples, len(rows)) // world * world]
-
-
-def evaluate(session: Session, prompts: list[dict], step: int, when: str) -> dict[str, float]:
-    """Mean raw and shaped score on this process's share of held-out prompts, logged at `step`.
-
-    Sampled with a fixed seed inside a forked RNG, so evaluating never moves the training randomness.
-    """
-    accelerator = session.accelerator
-    per_rank = len(prompts) // accelerator.num_processes
-    mine = prompts[accelerator.process_index * per_rank : (accelerator.process_index + 1) * per_rank]
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(session.config.seed + 7 + accelerator.process_index)
-        rollouts = generate_rollouts(session, mine)
-    raw = session.scorer(rollouts.prompts, rollouts.response_texts, rollouts.rows).to(accelerator.device)
-    shaped = session.shaping(raw, rollouts.ended_with_eos.to(accelerator.device))
-    raw, shaped = accelerator.gather(raw), accelerator.gather(shaped)
-    scores = {"eval/score_raw": raw.mean().item(), "eval/score": shaped.mean().item()}
-    session.logger.log(step, scores)
-    session.log(f"held-out score {when}: {scores['eval/score']:.4f} (raw {scores['eval/score_raw']:.4f})")
-    return {f"{k}_{when}": v for k, v in scores.items()}
+def suffixed(scores: dict[str, float], when: str) -> dict[str, float]:
+    """Held-out scores named for when they were taken (`eval/gold_start`, `eval/gold_end`)."""
+    return {f"{key}_{when}": value for key, value in scores.items()}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,12 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from alignment.core.launch import accelerator_kwargs, fill_deepspeed_batch_sizes, prepare_cpu_distributed
+from alignment.core.launch import (
+    accelerator_kwargs,
+    fill_deepspeed_batch_sizes,
+    finish_distributed,
+    prepare_cpu_distributed,
+)
 from alignment.core.models import build_causal_lm
 
 
@@ -41,6 +46,7 @@ def main() -> None:
         "losses": losses,
     }
     Path(sys.argv[1], f"rank{accelerator.process_index}.json").write_text(json.dumps(report))
+    finish_distributed(accelerator)
 
 
 if __name__ == "__main__":

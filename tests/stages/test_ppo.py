@@ -24,6 +24,9 @@ def count_e(text):
 
 def not_a_number(text):
     return float("nan")
+
+def flat(text):
+    return 0.0
 """
 
 PROMPT_WORDS = [
@@ -151,6 +154,66 @@ def test_resume_continues_the_same_run(tiny_model_dir, judge_path, tmp_path):
     for step in (3, 4):
         for key in ("reward/mean", "kl", "loss", "value_loss", "entropy", "response/length"):
             assert b[step][key] == pytest.approx(a[step][key], rel=1e-5, abs=1e-6), (step, key)
+
+
+def test_held_out_gold_picks_the_saved_policy_and_resume_chooses_the_same(
+    tiny_model_dir, judge_path, tmp_path
+):
+    held_out = dict(
+        eval_data=str(judge_path / "prompts.jsonl"),
+        max_eval_samples=8,
+        eval_steps=2,
+        eval_judge="ppo_test_judges:count_e",
+        select_by="gold",
+        save_steps=2,
+    )
+    straight = tmp_path / "straight"
+    final = run(tiny_config(tiny_model_dir, judge_path, straight, max_steps=6, **held_out))
+    evals = [r for r in read_metrics(straight) if "eval/gold" in r]
+    assert [r["step"] for r in evals] == [0, 2, 4, 6]
+    for r in evals:
+        assert r["eval/sqrt_kl"] == pytest.approx(math.sqrt(max(r["eval/kl"], 0.0)))
+        assert "eval/score_raw" in r
+    assert evals[0]["eval/kl"] == pytest.approx(0.0, abs=1e-5)  # policy == reference at step 0
+    best = max(evals, key=lambda r: r["eval/gold"])  # the first of equals, as the run keeps it
+    assert final["selected_step"] == best["step"] and final["eval/gold_selected"] == best["eval/gold"]
+    saved = load_file(str(straight / "model" / "model.safetensors"))
+    kept = load_file(str(straight / "checkpoints" / "checkpoint-6" / "best_policy.safetensors"))
+    key = "transformer.h.0.attn.c_attn.weight"
+    assert torch.equal(saved[key], kept[key])
+
+    resumed = tmp_path / "resumed"
+    run(tiny_config(tiny_model_dir, judge_path, resumed, max_steps=4, **held_out))
+    again = run(tiny_config(tiny_model_dir, judge_path, resumed, max_steps=6, resume="auto", **held_out))
+    assert again["selected_step"] == final["selected_step"]
+    gold = {r["step"]: r["eval/gold"] for r in read_metrics(resumed) if "eval/gold" in r}
+    assert gold == pytest.approx({r["step"]: r["eval/gold"] for r in evals}, abs=1e-6)
+    resaved = load_file(str(resumed / "model" / "model.safetensors"))
+    assert torch.allclose(resaved[key], saved[key], atol=1e-6)
+
+
+def test_patience_stops_early_keeps_the_best_and_a_rerun_does_not_train_on(
+    tiny_model_dir, judge_path, tmp_path
+):
+    out = tmp_path / "run"
+    options = dict(
+        max_steps=6,
+        eval_data=str(judge_path / "prompts.jsonl"),
+        max_eval_samples=4,
+        eval_steps=1,
+        eval_judge="ppo_test_judges:flat",  # never improves after the first evaluation
+        select_by="gold",
+        select_patience=2,
+    )
+    final = run(tiny_config(tiny_model_dir, judge_path, out, **options))
+    assert final["steps"] == 2 and final["selected_step"] == 0
+    saved = load_file(str(out / "model" / "model.safetensors"))
+    start_weights = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    key = "transformer.h.0.attn.c_attn.weight"
+    assert torch.equal(saved[key], start_weights[key])  # model/ is the policy of step 0
+    rerun = run(tiny_config(tiny_model_dir, judge_path, out, resume="auto", **options))
+    assert rerun["steps"] == 2
+    assert max(r["step"] for r in read_metrics(out) if "reward/mean" in r) == 2
 
 
 def test_resume_skips_damaged_checkpoints_and_says_which(tiny_model_dir, judge_path, tmp_path, capsys):
