@@ -246,6 +246,8 @@ def stage_arguments(config: Config, stage: str) -> list[str]:
     names = placeholder_values(config, stage)
     arguments = ["--config", str(config.recipes[stage])] if config.recipes.get(stage) else []
     arguments += ["--run_name", config.run_name, "--output_root", config.output_root]
+    if stage in CONFIGS and stage not in config.commands:  # our stages: the pipeline's seed seeds each one
+        arguments += ["--seed", str(config.seed)]
     options = {**fill(config.inputs.get(stage, {}), names), **fill(config.overrides.get(stage, {}), names)}
     for key, value in options.items():
         arguments += [f"--{key}", as_cli_value(value)]

@@ -140,6 +140,11 @@ def test_dry_run_and_accelerate_commands(fake):
     ]
     assert command[5].endswith("scripts/sft.py") and command[6] == "--config"
     assert build_command(config, "ppo")[1:4] == ["-m", "alignment.cli", "ppo"]
+    # the pipeline's seed seeds every stage, and a stage's own override still wins (it comes later)
+    seeded = make(commands={}, seed=7, overrides={"ppo": {"seed": 3}})
+    sft_words, ppo_words = build_command(seeded, "sft"), build_command(seeded, "ppo")
+    assert sft_words[sft_words.index("--seed") + 1] == "7"
+    assert [ppo_words[i + 1] for i, w in enumerate(ppo_words) if w == "--seed"] == ["7", "3"]
 
 
 def test_bad_pipeline_configs_name_the_key(fake):
@@ -147,7 +152,7 @@ def test_bad_pipeline_configs_name_the_key(fake):
     with pytest.raises(ConfigError, match="inputs.sft"):
         make(stages=["sft", "pretrain"])  # sft would read a model that does not exist yet
     with pytest.raises(ConfigError, match="stages"):
-        make(stages=["pretrain", "finetune"])
+        make(stages=["pretrain", "no-such-stage"])
     with pytest.raises(ConfigError, match="redo"):
         make(redo=["reward"])
     with pytest.raises(PipelineError, match="needs the output of stage 'pretrain'"):
