@@ -37,6 +37,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "alignment.reason.run",
         "reasoning and in-context evaluation: few-shot, CoT, self-consistency, label-word classification",
     ),
+    "iterate": (
+        "alignment.iterate.run",
+        "iterated RLHF: rounds of sampling, labeling, reward retraining, PPO and evaluation",
+    ),
     "pipeline": ("alignment.pipeline", "run prepare, pretrain, sft, reward, ppo and evaluate in order"),
     "label": ("reward.app.app", "serve the Gradio labeling app (and manage its users)"),
 }
@@ -54,6 +58,7 @@ CONFIGS: dict[str, str] = {
     "finetune-compare": "alignment.finetune.compare:Config",
     "evaluate": "alignment.evaluate.config:Config",
     "reason": "alignment.reason.config:Config",
+    "iterate": "alignment.iterate.config:Config",
     "label": "reward.app.config:LabelConfig",
     "pipeline": "alignment.pipeline:Config",
 }

@@ -1,0 +1,1 @@
+"""Iterated RLHF: rounds of sample -> label -> retrain the reward model -> PPO -> evaluate."""

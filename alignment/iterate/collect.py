@@ -1,0 +1,107 @@
+"""One round's comparisons: K samples per fresh prompt from the current policy, ranked, split by prompt."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+
+from alignment.core.chat import format_prompt
+from alignment.core.errors import DatasetFormatError
+from alignment.core.generation import SamplingSettings, generate
+from alignment.core.judges import load_judge
+from alignment.core.models import load_causal_lm, load_tokenizer
+from alignment.iterate.config import Config
+from reward.data import load_preference_file
+from reward.labeler import label_rows
+from reward.model import load_reward_model, score_texts
+
+
+def write_jsonl(rows: list[dict], path: Path) -> None:
+    """Write rows through a temporary file: a killed round never leaves half a file that looks finished."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    tmp.replace(path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSONL file this loop wrote."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def round_prompts(config: Config, round_number: int) -> list[str]:
+    """Round r's slice of the prompt file: prompts are labeled once, never in two rounds."""
+    from alignment.core.formats import load_dataset_as
+    from alignment.core.paths import resolve_path
+
+    dataset, _ = load_dataset_as(resolve_path(config.prompts), fmt="prompts")
+    start = (round_number - 1) * config.prompts_per_round
+    prompts = list(dataset["prompt"])[start : start + config.prompts_per_round]
+    if len(prompts) < 2:
+        raise DatasetFormatError(
+            f"{config.prompts}: round {round_number} needs prompts {start + 1}..{start + config.prompts_per_round}, "
+            f"but the file has {len(dataset)} (lower prompts_per_round or rounds)"
+        )
+    return prompts
+
+
+@torch.no_grad()
+def sample_completions(config: Config, policy: str, prompts: list[str], round_number: int) -> list[dict]:
+    """K distinct samples per prompt from `policy`; a prompt left with fewer than 2 distinct ones is dropped."""
+    tokenizer = load_tokenizer(policy, padding_side="left")
+    model = load_causal_lm(policy, tokenizer).eval()
+    settings = SamplingSettings(max_new_tokens=config.max_new_tokens, temperature=config.temperature)
+    asked = [format_prompt(tokenizer, p, config.prompt_template, config.use_chat_template) for p in prompts]
+    repeated = [a for a in asked for _ in range(config.completions_per_prompt)]
+    torch.manual_seed(config.seed + round_number)
+    texts: list[str] = []
+    for i in range(0, len(repeated), config.batch_size):
+        batch = generate(
+            model,
+            tokenizer,
+            repeated[i : i + config.batch_size],
+            settings,
+            max_prompt_length=config.max_prompt_length,
+        )
+        texts += batch.response_texts
+    rows = []
+    k = config.completions_per_prompt
+    for index, prompt in enumerate(prompts):
+        distinct = list(dict.fromkeys(t for t in texts[index * k : (index + 1) * k] if t.strip()))
+        if len(distinct) >= 2:  # two equal texts could not get two different ranks
+            rows.append({"prompt": prompt, "completions": distinct, "round": round_number})
+    return rows
+
+
+def label(config: Config, rows: list[dict], round_number: int) -> tuple[list[dict], dict[str, float]]:
+    """Rank every row's completions with the simulated labeler; each ranking keeps its round tag."""
+    judge = load_judge(config.labeler_judge, "labeler_judge")
+    ranked, stats = label_rows(rows, judge, config.labeler_agreement, seed=config.seed + round_number)
+    return [{**r, "round": round_number} for r in ranked], stats
+
+
+def split_heldout(rankings: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) by prompt: held-out rankings measure the RM on this round's data, never train it."""
+    order = list(range(len(rankings)))
+    random.Random(seed).shuffle(order)
+    count = max(1, round(fraction * len(rankings)))
+    held = set(order[:count])
+    return (
+        [r for i, r in enumerate(rankings) if i not in held],
+        [r for i, r in enumerate(rankings) if i in held],
+    )
+
+
+def pairwise_accuracy(reward_model: str, comparisons: Path, batch_size: int = 32) -> float:
+    """Share of the file's pairs the reward model orders as the labeler did (ties count half)."""
+    pairs = load_preference_file(str(comparisons))
+    model, tokenizer = load_reward_model(reward_model)
+    chosen = score_texts(model, tokenizer, [p["prompt"] + p["chosen"] for p in pairs], batch_size=batch_size)
+    rejected = score_texts(
+        model, tokenizer, [p["prompt"] + p["rejected"] for p in pairs], batch_size=batch_size
+    )
+    wins = (chosen > rejected).float() + 0.5 * (chosen == rejected).float()
+    return float(wins.mean())

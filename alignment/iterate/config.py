@@ -1,0 +1,123 @@
+"""The iterated loop's configuration: where round 0 comes from, how each round samples, labels and trains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from alignment.core.chat import check_template
+from alignment.core.config import StageConfig, require
+from alignment.core.judges import check_judge_spec
+
+STEPS = ("sample", "label", "reward", "rm_accuracy", "ppo", "evaluate")
+
+
+@dataclass
+class Config(StageConfig):
+    """Rounds of fresh comparisons on the current policy's samples, a retrained RM, and more PPO."""
+
+    stage: ClassVar[str] = "iterate"
+
+    sft_model: str = field(
+        default="runs/tiny-sentiment/sft/model",
+        metadata={"help": "The SFT model: PPO's KL reference in every round, and evaluation's baseline."},
+    )
+    policy: str = field(
+        default="runs/tiny-sentiment/ppo/model",
+        metadata={"help": "Round 0's policy (usually the pipeline's PPO model); round r starts from r-1's."},
+    )
+    reward_model: str = field(
+        default="runs/tiny-sentiment/reward/model",
+        metadata={"help": "Round 0's reward model; with reward_init: warm, round r's starts from r-1's."},
+    )
+    rounds: int = field(default=3, metadata={"help": "Rounds to run after round 0."})
+    prompts: str = field(
+        default="cache://datasets/sentiment/prompts_train.jsonl",
+        metadata={
+            "help": "Prompts to label; round r takes the r-th slice of prompts_per_round, never reused."
+        },
+    )
+    prompts_per_round: int = field(default=64, metadata={"help": "Fresh prompts labeled per round."})
+    completions_per_prompt: int = field(
+        default=4, metadata={"help": "K: policy samples ranked per prompt (a K-way ranking)."}
+    )
+    heldout_fraction: float = field(
+        default=0.25,
+        metadata={
+            "help": "Share of each round's prompts kept out of RM training: the RM's accuracy on the new "
+            "round's comparisons, before and after retraining, is measured on them."
+        },
+    )
+    labeler: Literal["simulated"] = field(
+        default="simulated",
+        metadata={
+            "help": "simulated: `labeler_judge` plus Gaussian noise calibrated to `labeler_agreement` "
+            "(reward/labeler.py)."
+        },
+    )
+    labeler_judge: str = field(default="vader", metadata={"help": "The simulated labeler's judge."})
+    labeler_agreement: float = field(
+        default=0.73,
+        metadata={"help": "Share of judge-ordered pairs the simulated labeler orders the same way."},
+    )
+    reward_init: Literal["warm", "scratch"] = field(
+        default="warm",
+        metadata={
+            "help": "warm: round r's RM starts from round r-1's; scratch: from reward_base_model each round."
+        },
+    )
+    reward_base_model: str = field(
+        default="cache://models/minilm-l6-v2", metadata={"help": "Backbone for reward_init: scratch."}
+    )
+    recipes: dict = field(
+        default_factory=lambda: {
+            "reward": "configs/reward/minilm.yaml",
+            "ppo": "configs/ppo/tiny.yaml",
+            "evaluate": "configs/evaluate/tiny.yaml",
+        },
+        metadata={"help": "reward/ppo/evaluate -> recipe YAML each round's stage runs with."},
+    )
+    overrides: dict = field(
+        default_factory=dict,
+        metadata={"help": "reward/ppo/evaluate -> {key: value}: options for that stage in every round."},
+    )
+    prompt_template: str | None = field(
+        default="Continue this movie review: {prompt}",
+        metadata={
+            "help": "How the policy is asked (as in PPO); the labeler reads the raw prompt + response."
+        },
+    )
+    use_chat_template: bool = field(default=True, metadata={"help": "Ask in the policy's chat template."})
+    max_new_tokens: int = field(default=24, metadata={"help": "Response length limit when sampling."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    max_prompt_length: int = field(
+        default=64, metadata={"help": "Prompts are truncated to this many tokens."}
+    )
+    batch_size: int = field(default=32, metadata={"help": "Prompts per sampling / scoring batch."})
+
+    def validate(self) -> None:
+        """Reject impossible values, naming the key."""
+        super().validate()
+        require(self.rounds >= 1, "rounds", ">= 1", self.rounds)
+        require(self.prompts_per_round >= 2, "prompts_per_round", ">= 2", self.prompts_per_round)
+        require(
+            self.completions_per_prompt >= 2, "completions_per_prompt", ">= 2", self.completions_per_prompt
+        )
+        require(0 < self.heldout_fraction < 1, "heldout_fraction", "in (0, 1)", self.heldout_fraction)
+        require(0.5 < self.labeler_agreement <= 1, "labeler_agreement", "in (0.5, 1]", self.labeler_agreement)
+        require(self.max_new_tokens >= 1, "max_new_tokens", ">= 1", self.max_new_tokens)
+        require(
+            self.temperature > 0, "temperature", "> 0 (a ranking needs different samples)", self.temperature
+        )
+        require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
+        check_judge_spec(self.labeler_judge, "labeler_judge")
+        check_template(self.prompt_template, "prompt_template")
+        for key in ("recipes", "overrides"):
+            for stage, value in getattr(self, key).items():
+                require(
+                    stage in ("reward", "ppo", "evaluate"), f"{key}.{stage}", "reward, ppo or evaluate", stage
+                )
+                if key == "overrides":
+                    require(
+                        isinstance(value, dict), f"overrides.{stage}", "a mapping of option -> value", value
+                    )
