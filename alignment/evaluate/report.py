@@ -121,7 +121,7 @@ def plot_overoptimization(
         return False
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, bon_key, ppo_key, title in (
-        (axes[0], "gold", "eval/gold", f"gold ({judge})"),
+        (axes[0], "gold", "eval/gold", "gold" if judge == "gold" else f"gold ({judge})"),
         (axes[1], "proxy", "eval/score_raw", "proxy (reward model)"),
     ):
         if best_of_n:
