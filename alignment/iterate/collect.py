@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -10,33 +9,19 @@ import torch
 
 from alignment.core.chat import format_prompt
 from alignment.core.errors import DatasetFormatError
+from alignment.core.formats import load_dataset_as
 from alignment.core.generation import SamplingSettings, generate
 from alignment.core.judges import load_judge
 from alignment.core.models import load_causal_lm, load_tokenizer
+from alignment.core.paths import resolve_path
 from alignment.iterate.config import Config
 from reward.data import load_preference_file
 from reward.labeler import label_rows
 from reward.model import load_reward_model, score_texts
 
 
-def write_jsonl(rows: list[dict], path: Path) -> None:
-    """Write rows through a temporary file: a killed round never leaves half a file that looks finished."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    tmp.replace(path)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file this loop wrote."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def round_prompts(config: Config, round_number: int) -> list[str]:
     """Round r's slice of the prompt file: prompts are labeled once, never in two rounds."""
-    from alignment.core.formats import load_dataset_as
-    from alignment.core.paths import resolve_path
-
     dataset, _ = load_dataset_as(resolve_path(config.prompts), fmt="prompts")
     start = (round_number - 1) * config.prompts_per_round
     prompts = list(dataset["prompt"])[start : start + config.prompts_per_round]

@@ -28,6 +28,7 @@ from typing import Any
 
 from alignment.core.config import parse_config
 from alignment.core.errors import UserError, run_cli
+from alignment.core.formats import read_jsonl, write_jsonl
 from alignment.core.logging import read_metrics
 from alignment.core.paths import resolve_path
 from alignment.core.runs import start_run
@@ -75,17 +76,17 @@ def run_round(config: Config, folder: Path, number: int, policy: str, reward_mod
     if "sample" not in done:
         prompts = collect.round_prompts(config, number)
         samples = collect.sample_completions(config, policy, prompts, number)
-        collect.write_jsonl(samples, folder / "samples.jsonl")
+        write_jsonl(samples, folder / "samples.jsonl")
         finish("sample", {"prompts": len(prompts), "rows": len(samples)})
         say(f"sampled {config.completions_per_prompt} responses for {len(prompts)} prompts from {policy}")
     if "label" not in done:
-        rankings, stats = collect.label(config, collect.read_jsonl(folder / "samples.jsonl"), number)
+        rankings, stats = collect.label(config, read_jsonl(folder / "samples.jsonl"), number)
         train, heldout = collect.split_heldout(rankings, config.heldout_fraction, config.seed + number)
         earlier = folder.parent / f"round-{number - 1}" / "rankings_train_all.jsonl"
-        union = (collect.read_jsonl(earlier) if number > 1 else []) + train
-        collect.write_jsonl(rankings, folder / "rankings.jsonl")
-        collect.write_jsonl(heldout, folder / "rankings_heldout.jsonl")
-        collect.write_jsonl(union, folder / "rankings_train_all.jsonl")
+        union = (read_jsonl(earlier) if number > 1 else []) + train
+        write_jsonl(rankings, folder / "rankings.jsonl")
+        write_jsonl(heldout, folder / "rankings_heldout.jsonl")
+        write_jsonl(union, folder / "rankings_train_all.jsonl")
         finish(
             "label",
             {**stats, "train_rankings": len(train), "heldout_rankings": len(heldout), "union": len(union)},
