@@ -7,7 +7,8 @@ Each stage is its own process (`python -m alignment.cli <stage> ...`, or `accele
 
 - A stage is skipped when it is done: its outputs exist (by default `<run_dir>/model`, for evaluate
   `<run_dir>/report.json`) and the pipeline recorded its success in `<run_dir>/timing.json`. Outputs that
-  live outside the run folder (prepare's cache files) count as done by themselves.
+  live outside the run folder count as done by themselves. `prepare` always runs: it checks its cache's
+  manifest itself (file hashes and builder versions) in seconds, so a cache left by older code is rebuilt.
 - `redo: [sft, ppo]` or `redo_all: true` runs stages again from a clean run folder; every stage whose
   inputs name a stage that ran is run again too, so no stage is left built on an older model.
 - A stage that stopped before finishing is run again in its folder as it is (stages resume from their
@@ -306,8 +307,15 @@ def expected_outputs(config: Config, stage: str) -> list[Path]:
     return [Path(resolve_path(fill(p, names))) for p in paths]
 
 
+# Stages that decide for themselves what is already done (prepare verifies its manifest), so the pipeline
+# never skips them on the evidence of files that exist but may come from an older builder.
+SELF_CHECKING_STAGES = {"prepare"}
+
+
 def is_done(config: Config, stage: str) -> bool:
     """Outputs present and success recorded; outputs outside the run folder (a cache) need no record."""
+    if stage in SELF_CHECKING_STAGES:
+        return False
     run_dir = stage_dir(config, stage).resolve()
     outputs = expected_outputs(config, stage)
     if not all(p.exists() for p in outputs):

@@ -52,12 +52,19 @@ BUILDERS: dict[str, tuple[Callable[[Path, Path, Config], dict[str, Any]], list[s
     "minilm": (build_minilm, ["models/minilm-l6-v2"]),
 }
 
+# Bumped when a builder derives different files from the same package, so a cache prepared by older code
+# is rebuilt rather than trusted because its files still match their hashes. Missing means 1.
+BUILD_VERSIONS: dict[str, int] = {
+    "sentiment": 2,  # continuation demos of at most MAX_CONTINUATION_WORDS words, CONTINUE_INSTRUCTION reworded
+}
+
 
 def prepare_asset(name: str, cache: Path, config: Config, manifest: dict[str, Any]) -> dict[str, Any]:
     """Prepare one asset unless it verifies; update `manifest` in memory and on disk."""
     builder, owned = BUILDERS[name]
     entry = manifest.get("assets", {}).get(name)
-    if not config.force and asset_verifies(cache, entry):
+    version = BUILD_VERSIONS.get(name, 1)
+    if not config.force and asset_verifies(cache, entry) and entry.get("version", 1) == version:
         return {"status": "skipped", **entry.get("summary", {})}
     staging = cache / f".staging-{name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -76,6 +83,7 @@ def prepare_asset(name: str, cache: Path, config: Config, manifest: dict[str, An
     manifest.setdefault("assets", {})[name] = {
         "files": files,
         "summary": summary,
+        "version": version,
         "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_manifest(cache, manifest)

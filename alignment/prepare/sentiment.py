@@ -37,9 +37,14 @@ HELDOUT_PERCENT = 10
 PROMPT_WORDS = 4
 
 MIN_DEMO_WORDS = 8
+# A continuation demonstration keeps only snippets whose rest is at most this many words: the demo's PPO and
+# evaluation sample 24 new tokens, and of the held-out movie snippets' rests only 47% fit in 24 tokens of the
+# tiny BPE while 95% of those of <= 12 words do. Longer demonstrations taught the tuned model to run on past
+# the sampling budget, so it could not be seen to stop by itself (format score 0.51 after SFT).
+MAX_CONTINUATION_WORDS = 12
 # The instructions of the sentiment demonstrations. Recipes that prompt SFT-tuned models (configs/ppo/tiny.yaml,
 # configs/evaluate/tiny.yaml) repeat CONTINUE_INSTRUCTION as their prompt_template (a test keeps them equal).
-CONTINUE_INSTRUCTION = "Continue this movie review: {prompt}"
+CONTINUE_INSTRUCTION = "Finish this movie review briefly: {prompt}"
 CLASSIFY_INSTRUCTION = "Is this movie review positive or negative? {prompt}"
 CLASSIFY_MIN_RATING = 1.0
 
@@ -154,8 +159,9 @@ def make_demo(
 def instruction_demos(row: dict[str, Any], index: int) -> list[dict[str, Any]]:
     """The SFT demonstrations one movie snippet gives, as chat `messages` rows with their `kind`.
 
-    - continue: the user asks for the rest of the review from its first words (CONTINUE_INSTRUCTION, the
-      instruction PPO and evaluation ask with); the assistant answers with the rest of the snippet;
+    - continue: the user asks for a brief end of the review from its first words (CONTINUE_INSTRUCTION, the
+      instruction PPO and evaluation ask with); the assistant answers with the rest of the snippet, for
+      snippets whose rest is at most MAX_CONTINUATION_WORDS words;
     - classify: every other snippet rated clearly (|mean rating| >= CLASSIFY_MIN_RATING), the user asks
       whether the review is positive or negative and the assistant answers in one word.
     A base model pretrained on raw reviews knows neither form, so SFT has something visible to teach.
@@ -163,14 +169,17 @@ def instruction_demos(row: dict[str, Any], index: int) -> list[dict[str, Any]]:
     demo = make_demo(row["text"])
     if demo is None:
         return []
-    continuation = {
-        "messages": [
-            {"role": "user", "content": CONTINUE_INSTRUCTION.format(prompt=demo["prompt"])},
-            {"role": "assistant", "content": demo["completion"]},
-        ],
-        "kind": "continue",
-    }
-    demos = [continuation]
+    demos = []
+    if len(demo["completion"].split()) <= MAX_CONTINUATION_WORDS:
+        demos.append(
+            {
+                "messages": [
+                    {"role": "user", "content": CONTINUE_INSTRUCTION.format(prompt=demo["prompt"])},
+                    {"role": "assistant", "content": demo["completion"]},
+                ],
+                "kind": "continue",
+            }
+        )
     if index % 2 == 0 and abs(row["mean_rating"]) >= CLASSIFY_MIN_RATING:
         label = "positive" if row["mean_rating"] > 0 else "negative"
         question = CLASSIFY_INSTRUCTION.format(prompt=" ".join(row["text"].split()))

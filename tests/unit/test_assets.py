@@ -125,13 +125,28 @@ def test_read_snippet_archive_and_derived_files():
     assert len(continued) == 3  # movie snippets with 9, 11, 13 words
     for demo in continued:
         user, assistant = demo["messages"]
-        assert user["role"] == "user" and user["content"].startswith("Continue this movie review: ")
+        assert user["role"] == "user" and user["content"].startswith("Finish this movie review briefly: ")
         assert assistant["role"] == "assistant" and assistant["content"].startswith(" ")
     for demo in (d for d in demos if d["kind"] == "classify"):
         assert demo["messages"][1]["content"] in ("positive", "negative")
-    starts = [d["messages"][0]["content"].removeprefix("Continue this movie review: ") for d in continued]
+    starts = [
+        d["messages"][0]["content"].removeprefix("Finish this movie review briefly: ") for d in continued
+    ]
     prompts = files["prompts_train.jsonl"] + files["prompts_heldout.jsonl"]
     assert sorted(p["prompt"] for p in prompts) == sorted(starts) and all(len(s.split()) == 4 for s in starts)
+
+
+def test_continuation_demos_fit_the_sampling_budget():
+    limit = sentiment.MAX_CONTINUATION_WORDS
+    short = {"text": " ".join(["w"] * (sentiment.PROMPT_WORDS + limit)), "mean_rating": 2.0}
+    long = {"text": " ".join(["w"] * (sentiment.PROMPT_WORDS + limit + 1)), "mean_rating": 2.0}
+    assert [d["kind"] for d in sentiment.instruction_demos(short, 0)] == ["continue", "classify"]
+    # Too long to continue within the budget, still a review to classify; prompts keep its first words.
+    assert [d["kind"] for d in sentiment.instruction_demos(long, 0)] == ["classify"]
+    prompts = sentiment.sentiment_files([{**long, "source": "movie", "split": "train"}])[
+        "prompts_train.jsonl"
+    ]
+    assert prompts == [{"prompt": "w w w w"}]
 
 
 def test_read_snippet_archive_names_a_missing_file():
@@ -152,7 +167,9 @@ def offline_sentiment_cache(tmp_path, monkeypatch):
     return cache
 
 
-def test_prepare_writes_manifest_skips_when_intact_and_redoes_when_damaged(offline_sentiment_cache, capsys):
+def test_prepare_writes_manifest_skips_when_intact_and_redoes_when_damaged(
+    offline_sentiment_cache, capsys, monkeypatch
+):
     cache = offline_sentiment_cache
     config = parse_config(prepare_config.Config, ["--only", "sentiment", "--cache_dir", str(cache)])
     first = prepare_run.run(config)
@@ -172,6 +189,11 @@ def test_prepare_writes_manifest_skips_when_intact_and_redoes_when_damaged(offli
     assert prepare_run.run(config)["sentiment"]["status"] == "prepared"
     assert len(read_jsonl(cache / "datasets/sentiment/corpus_train.jsonl")) > 1
     assert not list(cache.glob(".staging-*"))
+
+    # Intact files from an older builder are not trusted: a version bump rebuilds them.
+    assert prepare_run.run(config)["sentiment"]["status"] == "skipped"
+    monkeypatch.setitem(prepare_run.BUILD_VERSIONS, "sentiment", prepare_run.BUILD_VERSIONS["sentiment"] + 1)
+    assert prepare_run.run(config)["sentiment"]["status"] == "prepared"
 
 
 def test_a_failing_build_leaves_the_old_asset_and_no_staging(offline_sentiment_cache, monkeypatch):
@@ -230,7 +252,8 @@ def test_prepare_sentiment_for_real(tmp_path):
     assert rows["snippets.jsonl"] == 23_703
     assert rows["corpus_train.jsonl"] + rows["corpus_heldout.jsonl"] == 23_703
     assert 0.08 < rows["corpus_heldout.jsonl"] / 23_703 < 0.12
-    assert rows["demos_train.jsonl"] > rows["prompts_train.jsonl"] > 8_000  # continue + classify demos
+    assert rows["prompts_train.jsonl"] > 8_000  # every movie snippet of >= 8 words gives a prompt
+    assert 6_000 < rows["demos_train.jsonl"] < 8_000  # short-ended continue demos + classify demos
     snippets, _ = load_dataset_as(cache / "datasets/sentiment/snippets.jsonl", "text")
     first = snippets[0]
     assert first["source"] == "movie" and first["text"].startswith("The Rock is destined")
