@@ -82,7 +82,7 @@ class Config(StageConfig):
         metadata={"help": "reward/ppo/evaluate -> {key: value}: options for that stage in every round."},
     )
     prompt_template: str | None = field(
-        default="Continue this movie review: {prompt}",
+        default="Finish this movie review briefly: {prompt}",
         metadata={
             "help": "How the policy is asked (as in PPO); the labeler reads the raw prompt + response."
         },
