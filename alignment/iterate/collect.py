@@ -69,14 +69,19 @@ def label(config: Config, rows: list[dict], round_number: int) -> tuple[list[dic
 
 
 def split_heldout(rankings: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """(train, held-out) by prompt: held-out rankings measure the RM on this round's data, never train it."""
-    order = list(range(len(rankings)))
+    """(train, held-out) by prompt: held-out rankings measure the RM on this round's data, never train it.
+
+    Several labelers' rankings of one prompt (the app's overlap) stay on one side. With one ranking per
+    prompt (the simulated labeler) this is a split of the rankings.
+    """
+    prompts = list(dict.fromkeys(r["prompt"] for r in rankings))
+    order = list(range(len(prompts)))
     random.Random(seed).shuffle(order)
-    count = max(1, round(fraction * len(rankings)))
-    held = set(order[:count])
+    count = max(1, round(fraction * len(prompts)))
+    held = {prompts[i] for i in order[:count]}
     return (
-        [r for i, r in enumerate(rankings) if i not in held],
-        [r for i, r in enumerate(rankings) if i in held],
+        [r for r in rankings if r["prompt"] not in held],
+        [r for r in rankings if r["prompt"] in held],
     )
 
 

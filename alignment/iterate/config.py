@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from alignment.core.chat import check_template
-from alignment.core.config import StageConfig, require
+from alignment.core.config import ConfigError, StageConfig, parse_config, require
+from alignment.core.formats import MAX_RANKED_COMPLETIONS
 from alignment.core.judges import check_judge_spec
+from reward.app.config import LabelConfig
 
 STEPS = ("sample", "label", "reward", "rm_accuracy", "ppo", "evaluate")
 
@@ -48,11 +50,36 @@ class Config(StageConfig):
             "round's comparisons, before and after retraining, is measured on them."
         },
     )
-    labeler: Literal["simulated"] = field(
+    labeler: Literal["simulated", "app"] = field(
         default="simulated",
         metadata={
             "help": "simulated: `labeler_judge` plus Gaussian noise calibrated to `labeler_agreement` "
-            "(reward/labeler.py)."
+            "(reward/labeler.py). app: people rank the round's samples in the labeling app served with "
+            "`app_config`; the round waits until every item has `app_overlap` answers or an admin closes it."
+        },
+    )
+    app_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "labeler: app: the labeling app's YAML (what `alignment label --config` serves): the round's "
+            "items go into its database, and its `overlap` is the default for app_overlap."
+        },
+    )
+    app_overlap: int | None = field(
+        default=None,
+        metadata={
+            "help": "labeler: app: answers (rankings, or all unacceptable) each item needs before the round ends; "
+            "null: the app's `overlap`. At most that: the app gives an item to no more labelers."
+        },
+    )
+    app_poll_seconds: float = field(
+        default=10.0, metadata={"help": "labeler: app: how often the waiting round reads the progress."}
+    )
+    app_timeout_minutes: float | None = field(
+        default=None,
+        metadata={
+            "help": "labeler: app: stop waiting after this long with an error (run again to keep waiting: items "
+            "are loaded once, answers kept); null: wait until the round is complete or closed."
         },
     )
     labeler_judge: str = field(default="vader", metadata={"help": "The simulated labeler's judge."})
@@ -111,6 +138,8 @@ class Config(StageConfig):
         )
         require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
         check_judge_spec(self.labeler_judge, "labeler_judge")
+        if self.labeler == "app":
+            self.check_app()
         check_template(self.prompt_template, "prompt_template")
         for key in ("recipes", "overrides"):
             for stage, value in getattr(self, key).items():
@@ -121,3 +150,33 @@ class Config(StageConfig):
                     require(
                         isinstance(value, dict), f"overrides.{stage}", "a mapping of option -> value", value
                     )
+
+    def check_app(self) -> None:
+        """The app-labeler keys, and the app config itself (read now, so a typo fails before any sampling)."""
+        require(bool(self.app_config), "app_config", "the labeling app's YAML file with labeler: app", None)
+        require(
+            self.completions_per_prompt <= MAX_RANKED_COMPLETIONS,
+            "completions_per_prompt",
+            f"at most {MAX_RANKED_COMPLETIONS} with labeler: app (the most candidates the app shows)",
+            self.completions_per_prompt,
+        )
+        require(self.app_poll_seconds > 0, "app_poll_seconds", "> 0", self.app_poll_seconds)
+        if self.app_timeout_minutes is not None:
+            require(
+                self.app_timeout_minutes > 0, "app_timeout_minutes", "> 0 or null", self.app_timeout_minutes
+            )
+        app_overlap = self.app_label_config().overlap
+        if self.app_overlap is not None:
+            require(
+                1 <= self.app_overlap <= app_overlap,
+                "app_overlap",
+                f"1 to the app's overlap ({app_overlap} in {self.app_config})",
+                self.app_overlap,
+            )
+
+    def app_label_config(self) -> LabelConfig:
+        """The labeling app's config (reward.app.config.LabelConfig) from `app_config`; errors name the key."""
+        try:
+            return parse_config(LabelConfig, ["--config", str(self.app_config)])
+        except ConfigError as err:
+            raise ConfigError(f"app_config: {err}") from None

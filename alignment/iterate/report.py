@@ -33,7 +33,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"# Iterated RLHF: run `{report.get('run_name')}`",
         "",
         f"Per round: {settings.get('prompts_per_round')} fresh prompts x {settings.get('completions_per_prompt')} "
-        f"samples from the current policy, ranked by the {settings.get('labeler')} labeler; "
+        f"samples from the current policy, ranked by {settings.get('labeler')}; "
         f"{settings.get('heldout_fraction')} of the prompts held out. Reward model: {settings.get('reward_init')} "
         "start, trained on every round's rankings so far. RM accuracy is on the new round's held-out "
         "comparisons, with the previous round's RM (before) and the retrained one (after). Gold: the gold "

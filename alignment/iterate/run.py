@@ -1,12 +1,13 @@
 """`alignment iterate`: the loop RLHF teams run, in rounds after a first pass through the pipeline.
 
 Each round r: sample K responses per fresh prompt from the current policy, rank them (a simulated labeler:
-a judge plus noise calibrated to a human-like agreement rate), hold some prompts out, retrain the reward
-model on every round's rankings so far, measure it on the new round's held-out comparisons before (round
-r-1's RM) and after, run PPO onward from round r-1's policy (KL still to the SFT model), and evaluate.
+a judge plus noise calibrated to a human-like agreement rate; or, with `labeler: app`, people in the
+labeling app, see app_labels.py), hold some prompts out, retrain the reward model on every round's rankings
+so far, measure it on the new round's held-out comparisons before (round r-1's RM) and after, run PPO
+onward from round r-1's policy (KL still to the SFT model), and evaluate.
 
     runs/<run_name>/iterate/round-<r>/{samples,rankings,rankings_train_all,rankings_heldout}.jsonl,
-                                      reward/, ppo/, evaluate/, state.json
+                                      reward/, ppo/, evaluate/, state.json, app/ (labeler: app's export)
     runs/<run_name>/iterate/{report.json,report.md,plots/overoptimization.png}
 
 Every step of a round is recorded in its `state.json` when it finishes, and files are written atomically:
@@ -27,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from alignment.core.config import parse_config
-from alignment.core.errors import UserError, run_cli
+from alignment.core.errors import DatasetFormatError, UserError, run_cli
 from alignment.core.formats import read_jsonl, write_jsonl
 from alignment.core.logging import read_metrics
 from alignment.core.paths import resolve_path
 from alignment.core.runs import start_run
 from alignment.evaluate import report as evaluate_report
-from alignment.iterate import collect
+from alignment.iterate import app_labels, collect
 from alignment.iterate.config import Config
 from alignment.iterate.report import render_markdown
 from alignment.pipeline import as_cli_value, error_line, run_logged, write_json_atomic
@@ -80,7 +81,16 @@ def run_round(config: Config, folder: Path, number: int, policy: str, reward_mod
         finish("sample", {"prompts": len(prompts), "rows": len(samples)})
         say(f"sampled {config.completions_per_prompt} responses for {len(prompts)} prompts from {policy}")
     if "label" not in done:
-        rankings, stats = collect.label(config, read_jsonl(folder / "samples.jsonl"), number)
+        samples = read_jsonl(folder / "samples.jsonl")
+        if config.labeler == "app":
+            rankings, stats = app_labels.label(config, samples, number, folder, say)
+        else:
+            rankings, stats = collect.label(config, samples, number)
+        if len({r["prompt"] for r in rankings}) < 2:
+            raise DatasetFormatError(
+                f"round {number}: rankings of {len({r['prompt'] for r in rankings})} prompts came back; the round "
+                "needs at least 2 (one to train on, one held out)"
+            )
         train, heldout = collect.split_heldout(rankings, config.heldout_fraction, config.seed + number)
         earlier = folder.parent / f"round-{number - 1}" / "rankings_train_all.jsonl"
         union = (read_jsonl(earlier) if number > 1 else []) + train
@@ -91,8 +101,10 @@ def run_round(config: Config, folder: Path, number: int, policy: str, reward_mod
             "label",
             {**stats, "train_rankings": len(train), "heldout_rankings": len(heldout), "union": len(union)},
         )
+        agreement = stats["measured_agreement"]
         say(
-            f"labeled {len(rankings)} rankings (agreement {stats['measured_agreement']:.3f}); RM trains on {len(union)}"
+            f"labeled {len(rankings)} rankings (agreement {'-' if agreement is None else f'{agreement:.3f}'}); "
+            f"RM trains on {len(union)}"
         )
     new_reward_model = str(folder / "reward" / "model")
     if "reward" not in done:
@@ -211,12 +223,23 @@ def build_report(config: Config, run_dir: Path, rows: list[dict], wall_s: float)
         "settings": {
             "prompts_per_round": config.prompts_per_round,
             "completions_per_prompt": config.completions_per_prompt,
-            "labeler": f"{config.labeler} ({config.labeler_judge}, target agreement {config.labeler_agreement})",
+            "labeler": labeler_words(config),
             "reward_init": config.reward_init,
             "heldout_fraction": config.heldout_fraction,
         },
         "wall_s": round(wall_s, 1),
     }
+
+
+def labeler_words(config: Config) -> str:
+    """Who ranked the samples, as the report says it."""
+    if config.labeler == "app":
+        overlap = config.app_overlap or config.app_label_config().overlap
+        return f"people in the labeling app ({overlap} rankings per item wanted; {config.app_config})"
+    return (
+        f"the simulated labeler ({config.labeler_judge}, target agreement {config.labeler_agreement} "
+        "with the judge)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,6 +3,7 @@
     POST /api/login {name, password} -> {token, name, role}   and POST /api/logout   (plain routes, web.py)
     then, with `Authorization: Bearer <token>` (or the cookie), the Gradio endpoints
     /next_item, /current_item, /submit, /my_progress, /history, /progress, /add_user, /load_items, /export,
+    /close_round,
     at /gradio_api/run/<name> or through gradio_client's `predict(..., api_name="/<name>")`.
 
 Each endpoint takes the session from the request, never from its arguments, and calls `LabelService`,
@@ -75,6 +76,10 @@ def register_api(service: LabelService) -> None:
         """Write rankings, pairs, records and agreement to the export folder (admin)."""
         return service.export(request_token(request), inline)
 
+    def close_round(round_number: int, request: gr.Request) -> dict:
+        """Close an iterate round: its items are handed out no more, the waiting loop moves on (admin)."""
+        return service.close_round(request_token(request), round_number)
+
     for fn in (
         next_item,
         current_item,
@@ -85,5 +90,6 @@ def register_api(service: LabelService) -> None:
         add_user,
         load_items,
         export,
+        close_round,
     ):
         gr.api(refusals_as_gradio_errors(fn), api_name=fn.__name__, queue=False, concurrency_limit=None)

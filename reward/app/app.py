@@ -3,10 +3,15 @@
     alignment label --config configs/label/tiny.yaml [--port 7861 ...]      serve the app
     alignment label add-user --db labels.sqlite --name ann --role labeler   add an account (password from
                                                                             $ALIGNMENT_LABEL_PASSWORD, stdin or a prompt)
-    alignment label export --db labels.sqlite --out export/ [--keep-ties]   write rankings, pairs and agreement
+    alignment label export --db labels.sqlite --out export/ [--keep-ties] [--round N]
+                                                                            write rankings, pairs and agreement
+    alignment label close-round --db labels.sqlite --round N                end an iterate round now (the loop
+                                                                            waiting on it exports what it has)
 
 The rooms: page.py (layout), handlers.py (the page's events), api.py (the typed API), web.py (login, cookie
 sessions and the guards every request passes), service.py (the access rules), store.py (SQLite).
+The command line opens the database file directly, so it acts as an admin: whoever may write that file
+may do everything anyway. The page and the API check the session's role on the server.
 Serve it to other machines through a TLS reverse proxy (nginx, Caddy) pointed at the loopback address: the
 app itself speaks plain HTTP, and a password sent over plain HTTP can be read on the way.
 """
@@ -153,7 +158,7 @@ def add_user_command(argv: list[str]) -> None:
 
 
 def export_command(argv: list[str]) -> None:
-    """`alignment label export --db FILE --out DIR [--keep-ties] [--alpha-metric ordinal|interval]`."""
+    """`alignment label export --db FILE --out DIR [--keep-ties] [--alpha-metric ordinal|interval] [--round N]`."""
     import json
 
     from reward.app.export import export_all
@@ -166,12 +171,36 @@ def export_command(argv: list[str]) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--keep-ties", action="store_true")
     parser.add_argument("--alpha-metric", default="ordinal", choices=("ordinal", "interval"))
+    parser.add_argument("--round", type=int, default=None, help="only the records of this iterate round")
     args = parser.parse_args(argv)
     if not Path(args.db).is_file():
         raise SystemExit(f"export: database {args.db} does not exist")
-    summary = export_all(LabelStore(args.db).records(), args.out, args.keep_ties, args.alpha_metric)
+    records = LabelStore(args.db).records(round_number=args.round)
+    summary = export_all(records, args.out, args.keep_ties, args.alpha_metric)
     print(json.dumps({k: v for k, v in summary.items() if k != "agreement"}, indent=2))
     print(json.dumps(summary["agreement"]["overall"], indent=2))
+
+
+def close_round_command(argv: list[str]) -> None:
+    """`alignment label close-round --db FILE --round N [--by NAME]`."""
+    from reward.app.store import LabelStore
+
+    parser = argparse.ArgumentParser(
+        prog="alignment label close-round",
+        description="Close an iterate round: its items are handed out no more, and the loop exports it.",
+    )
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--round", type=int, required=True)
+    parser.add_argument("--by", default="command line", help="who closed it (recorded with the round)")
+    args = parser.parse_args(argv)
+    if not Path(args.db).is_file():
+        raise SystemExit(f"close-round: database {args.db} does not exist")
+    store = LabelStore(args.db)
+    try:
+        changed = store.close_round(args.round, closed_by=args.by)
+    except LookupError as err:
+        raise SystemExit(f"close-round: {args.db}: {err}") from None
+    print(f"{'closed' if changed else 'already closed:'} round {args.round} in {args.db}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -181,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
         add_user_command(argv[1:])
     elif argv and argv[0] == "export":
         export_command(argv[1:])
+    elif argv and argv[0] == "close-round":
+        close_round_command(argv[1:])
     else:
         run_cli("label", lambda args: run(parse_config(LabelConfig, args)), argv)
 

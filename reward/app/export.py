@@ -10,7 +10,9 @@ Files written into the export folder:
   comment, seconds spent and time: the full audit trail.
 - agreement.json : `agreement.agreement_report` over the ranked answers.
 Several labelers' rankings of one item are all exported (one row each): the reward stage groups rows by
-prompt, so its train/eval split keeps them together.
+prompt, so its train/eval split keeps them together. Rows of items loaded for an iterate round carry
+`round` (rankings and pairs; records.jsonl always has it, null for items without one); `alignment label
+export --round N` exports one round's records only.
 """
 
 from __future__ import annotations
@@ -24,10 +26,15 @@ from alignment.core.formats import write_jsonl
 from reward.app.agreement import agreement_report
 
 
+def _round_tag(record: dict[str, Any]) -> dict[str, int]:
+    """{"round": r} for a record of a round's item, else {}: untagged exports keep their old columns."""
+    return {} if record.get("round") is None else {"round": record["round"]}
+
+
 def ranking_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rankings-format rows from stored records (ranked answers with at least two distinct ranks)."""
     return [
-        {"prompt": r["prompt"], "completions": r["completions"], "ranks": r["ranks"]}
+        {"prompt": r["prompt"], "completions": r["completions"], "ranks": r["ranks"], **_round_tag(r)}
         for r in records
         if r["action"] == "rank" and len(set(r["ranks"])) > 1
     ]
@@ -43,12 +50,19 @@ def pair_rows(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list
             a, b = r["completions"][i], r["completions"][j]
             if r["ranks"][i] == r["ranks"][j]:
                 ties.append(
-                    {"prompt": r["prompt"], "a": a, "b": b, "labeler": r["labeler"], "item_id": r["item_id"]}
+                    {
+                        "prompt": r["prompt"],
+                        "a": a,
+                        "b": b,
+                        "labeler": r["labeler"],
+                        "item_id": r["item_id"],
+                        **_round_tag(r),
+                    }
                 )
             elif r["ranks"][i] < r["ranks"][j]:
-                pairs.append({"prompt": r["prompt"], "chosen": a, "rejected": b})
+                pairs.append({"prompt": r["prompt"], "chosen": a, "rejected": b, **_round_tag(r)})
             else:
-                pairs.append({"prompt": r["prompt"], "chosen": b, "rejected": a})
+                pairs.append({"prompt": r["prompt"], "chosen": b, "rejected": a, **_round_tag(r)})
     return pairs, ties
 
 
@@ -73,18 +87,21 @@ def export_all(
     write_jsonl(
         (
             {
-                k: r[k]
-                for k in (
-                    "id",
-                    "labeler",
-                    "item_id",
-                    "action",
-                    "order_shown",
-                    "ranks",
-                    "comment",
-                    "seconds_spent",
-                    "created_at",
-                )
+                **{
+                    k: r[k]
+                    for k in (
+                        "id",
+                        "labeler",
+                        "item_id",
+                        "action",
+                        "order_shown",
+                        "ranks",
+                        "comment",
+                        "seconds_spent",
+                        "created_at",
+                    )
+                },
+                "round": r.get("round"),
             }
             for r in records
         ),

@@ -114,6 +114,14 @@ def wire(page: Page, service: LabelService) -> None:
         except ServiceError as err:
             return {"error": str(err)}
 
+    def close_round(number: float | None, request: gr.Request):
+        # gr.Number hands over a float (or None when empty); the service wants an int and checks the role.
+        whole = int(number) if isinstance(number, float) and number.is_integer() else number
+        try:
+            return service.close_round(request_token(request), whole)
+        except ServiceError as err:
+            return {"error": str(err)}
+
     with page.demo:
         # Page events get `ui_` names, so none can shadow a typed API endpoint of the same name.
         page.demo.load(
@@ -143,3 +151,6 @@ def wire(page: Page, service: LabelService) -> None:
         )
         export = guarded(lambda t: service.export(t))
         page.export_button.click(export, None, [page.admin_result], api_name="ui_export", **PRIVATE)
+        page.close_round_button.click(
+            close_round, [page.round_number], [page.admin_result], api_name="ui_close_round", **PRIVATE
+        )

@@ -86,6 +86,8 @@ class Page:
     items_file: Any
     load_button: Any
     export_button: Any
+    round_number: Any
+    close_round_button: Any
     admin_result: Any
 
     @property
@@ -147,6 +149,13 @@ def build_page(guidelines_text: str) -> Page:
             items_file = gr.Textbox(label="Item file name in the server's items folder (JSONL)")
             load_button = gr.Button("Load items")
             export_button = gr.Button("Export rankings, pairs and agreement")
+            with gr.Row():
+                round_number = gr.Number(
+                    label="Iterate round", precision=0, minimum=1, elem_id="round-number"
+                )
+                close_round_button = gr.Button(
+                    "Close round (the loop exports what it has)", variant="stop", elem_id="close-round-btn"
+                )
             admin_result = gr.JSON(label="Result")
     return Page(
         demo=demo,
@@ -171,5 +180,7 @@ def build_page(guidelines_text: str) -> Page:
         items_file=items_file,
         load_button=load_button,
         export_button=export_button,
+        round_number=round_number,
+        close_round_button=close_round_button,
         admin_result=admin_result,
     )

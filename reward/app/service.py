@@ -2,7 +2,7 @@
 
 This is where access rules live, so they hold whatever reaches the server (the page, gradio_client, raw
 HTTP): only a logged-in user gets items; a labeler sees only their own records and progress; only an admin
-loads items, adds users, sees everyone's progress and exports. Input from requests is validated here and
+loads items, adds users, sees everyone's progress, closes an iterate round and exports. Input from requests is validated here and
 rejected with a `BadRequest` naming the field.
 """
 
@@ -20,13 +20,14 @@ from reward.app import auth
 from reward.app.config import ROLES, LabelConfig
 from reward.app.export import export_all
 from reward.app.items import build_items, read_item_rows
-from reward.app.store import ACTIONS, AnswerConflict, LabelStore, NotAssignedError
+from reward.app.store import ACTIONS, AnswerConflict, LabelStore, NotAssignedError, RoundClosed
 
 MAX_COMMENT_CHARS = 5000
 MAX_NAME_CHARS = 64
 MAX_PASSWORD_CHARS = 256
 MAX_TOKEN_CHARS = 128  # tokens are 43 characters; anything longer is refused before a database lookup
 MAX_ITEM_ID = 2**63 - 1  # SQLite's INTEGER range
+MAX_ROUND = 10**6
 
 
 class ServiceError(Exception):
@@ -265,6 +266,10 @@ class LabelService:
             raise Conflict(
                 f"you already answered item {item_id} differently (record {err.record_id}); this answer was not saved"
             ) from None
+        except RoundClosed as err:
+            raise Conflict(
+                f"item {item_id} belongs to round {err.round_number}, which is closed; this answer was not saved"
+            ) from None
         except ValueError as err:
             raise BadRequest(str(err)) from None
         following = self._next_item(user)
@@ -314,6 +319,36 @@ class LabelService:
         """Everyone's progress (admin only)."""
         self._user(token, role="admin")
         return self.store.progress(self.config.overlap)
+
+    def close_round(self, token: str, round_number: int) -> dict[str, Any]:
+        """Close an iterate round (admin only): the loop waiting on it exports what it has and moves on.
+
+        Its items are handed out and answered no more. Closing a closed round again changes nothing.
+        """
+        user = self._user(token, role="admin")
+        if (
+            not isinstance(round_number, int)
+            or isinstance(round_number, bool)
+            or not 1 <= round_number <= MAX_ROUND
+        ):
+            raise BadRequest(f"round: expected a round number from 1 to {MAX_ROUND}, got {round_number!r}")
+        try:
+            changed = self.store.close_round(round_number, closed_by=user["name"])
+        except LookupError as err:
+            raise BadRequest(f"round: {err}") from None
+        status = self.store.round_status(round_number, self.config.overlap)
+        if changed:
+            print(
+                f"label: round {round_number} closed by {user['name']} "
+                f"({status['complete']}/{status['items']} items complete)",
+                flush=True,
+            )
+        return {
+            "status": f"closed round {round_number}"
+            if changed
+            else f"round {round_number} was already closed",
+            **status,
+        }
 
     def add_user(self, token: str, name: str, role: str, password: str) -> dict[str, Any]:
         """Create an account (admin only; an existing name is an error)."""

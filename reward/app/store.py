@@ -11,6 +11,12 @@ Why it is safe under load and crashes:
 - `records` is append-only: triggers abort any UPDATE or DELETE. A labeler has at most one record per item
   (UNIQUE), so a retried submission is acknowledged again without being stored twice, and a different
   second answer is refused (`AnswerConflict`).
+
+Rounds (`alignment iterate` with `labeler: app`): items loaded for round r carry `round = r`, and the
+`rounds` table says which iterate run opened the round and whether it is closed. A closed round's items are
+no longer handed out or answered: its rankings have been exported to the reward model, and an answer given
+after that would never reach it. Databases made before rounds existed gain the column when opened
+(`PRAGMA user_version` 0 -> 2; their items have no round and behave as before).
 """
 
 from __future__ import annotations
@@ -47,7 +53,8 @@ CREATE TABLE IF NOT EXISTS items (
     prompt TEXT NOT NULL,
     completions TEXT NOT NULL,
     source TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    round INTEGER
 );
 CREATE TABLE IF NOT EXISTS assignments (
     labeler TEXT NOT NULL REFERENCES users(name),
@@ -74,13 +81,25 @@ CREATE TRIGGER IF NOT EXISTS records_no_update BEFORE UPDATE ON records
 BEGIN SELECT RAISE(ABORT, 'records are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS records_no_delete BEFORE DELETE ON records
 BEGIN SELECT RAISE(ABORT, 'records are append-only'); END;
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL,
+    loaded_at REAL NOT NULL,
+    closed_at REAL,
+    closed_by TEXT
+);
 """
+# 2: items.round and the rounds table. Version 0 is a database from before rounds (no user_version set).
+SCHEMA_VERSION = 2
+
+# Item `i` is live unless it belongs to a closed round (an item without a round never is in one).
+LIVE_ITEM = "NOT EXISTS (SELECT 1 FROM rounds c WHERE c.round = i.round AND c.closed_at IS NOT NULL)"
 
 
-# An item `:me` may be given: never given to them before, and held by fewer than `:overlap` labelers
+# An item `:me` may be given: live, never given to them before, and held by fewer than `:overlap` labelers
 # (those who answered it other than by skipping, or were given it after `:stale` and have not answered yet).
 OPEN_ITEM = (
-    "NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.labeler = :me) "
+    LIVE_ITEM + " AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.labeler = :me) "
     "AND (SELECT COUNT(*) FROM assignments a LEFT JOIN records r ON r.labeler = a.labeler AND r.item_id = a.item_id "
     "     WHERE a.item_id = i.id AND (r.action IN ('rank', 'unacceptable') "
     "           OR (r.id IS NULL AND a.assigned_at > :stale))) < :overlap"
@@ -99,9 +118,33 @@ class AnswerConflict(ValueError):
         self.record_id = record_id
 
 
-def content_key(prompt: str, completions: list[str]) -> str:
-    """Identity of an item: loading the same prompt and candidates twice adds it once."""
-    return hashlib.sha256(json.dumps([prompt, completions], ensure_ascii=False).encode()).hexdigest()
+class RoundClosed(ValueError):
+    """An answer to an item of a round that is closed (its rankings were exported already)."""
+
+    def __init__(self, round_number: int):
+        super().__init__(f"round {round_number} is closed")
+        self.round_number = round_number
+
+
+class RoundOwned(ValueError):
+    """Loading round r for one iterate run into a database where another run opened round r."""
+
+
+def content_key(prompt: str, completions: list[str], round_number: int | None = None) -> str:
+    """Identity of an item: loading the same prompt and candidates twice (for the same round) adds it once.
+
+    Items without a round keep the key they always had; a round's items include the round, so a rerun of
+    the round finds them, and they never merge with an item loaded by hand.
+    """
+    key: list[Any] = [prompt, completions] if round_number is None else [prompt, completions, round_number]
+    return hashlib.sha256(json.dumps(key, ensure_ascii=False).encode()).hexdigest()
+
+
+# An unanswered assignment of a live item (`a` assignments, `i` their items).
+OPEN_ASSIGNMENT = (
+    "NOT EXISTS (SELECT 1 FROM records r WHERE r.labeler = a.labeler AND r.item_id = a.item_id) AND "
+    + LIVE_ITEM
+)
 
 
 class LabelStore:
@@ -125,6 +168,23 @@ class LabelStore:
                 f"{self.path}: SQLite refused WAL mode (got {mode!r}); is it on a network drive?"
             )
         conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a database made by an older version up to `SCHEMA_VERSION`, keeping every row.
+
+        In one IMMEDIATE transaction, so two processes opening an old file at once migrate it once (the
+        second waits, then finds the column there).
+        """
+        with self._transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version >= SCHEMA_VERSION:
+                return
+            columns = {row["name"] for row in conn.execute("PRAGMA table_info(items)")}
+            if "round" not in columns:
+                conn.execute("ALTER TABLE items ADD COLUMN round INTEGER")
+            conn.execute("CREATE INDEX IF NOT EXISTS items_by_round ON items(round)")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -----------------------------------------------------------------------------------------
     # Connections and transactions
@@ -256,16 +316,104 @@ class LabelStore:
                 added += cursor.rowcount
         return added, len(items) - added
 
+    def add_round_items(
+        self, round_number: int, owner: str, items: list[tuple[str, list[str]]], source: str
+    ) -> tuple[int, int]:
+        """Open round `round_number` for `owner` (an iterate run) and insert its items, in one transaction.
+
+        Idempotent: loading the same round again adds nothing and keeps every answer. A round opened by
+        another owner is refused (`RoundOwned`): two runs' round 1 in one database would mix.
+        """
+        added = 0
+        now = time.time()
+        with self._transaction() as conn:
+            row = conn.execute("SELECT owner FROM rounds WHERE round = ?", (round_number,)).fetchone()
+            if row is not None and row["owner"] != owner:
+                raise RoundOwned(f"round {round_number} in {self.path} was opened by {row['owner']}")
+            if row is None:
+                conn.execute(
+                    "INSERT INTO rounds (round, owner, loaded_at) VALUES (?, ?, ?)",
+                    (round_number, owner, now),
+                )
+            for prompt, completions in items:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO items (content_key, prompt, completions, source, created_at, round) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        content_key(prompt, completions, round_number),
+                        prompt,
+                        json.dumps(completions, ensure_ascii=False),
+                        source,
+                        now,
+                        round_number,
+                    ),
+                )
+                added += cursor.rowcount
+        return added, len(items) - added
+
+    def close_round(self, round_number: int, closed_by: str) -> bool:
+        """Close a round: its items are no longer handed out or answered. False if it was closed already.
+
+        Raises LookupError for a round that was never loaded.
+        """
+        with self._transaction(durable=True) as conn:
+            row = conn.execute("SELECT closed_at FROM rounds WHERE round = ?", (round_number,)).fetchone()
+            if row is None:
+                raise LookupError(f"no items of round {round_number} are loaded")
+            if row["closed_at"] is not None:
+                return False
+            conn.execute(
+                "UPDATE rounds SET closed_at = ?, closed_by = ? WHERE round = ?",
+                (time.time(), closed_by, round_number),
+            )
+            return True
+
+    def round_status(self, round_number: int, overlap: int) -> dict[str, Any] | None:
+        """{round, owner, items, complete, answers, closed, closed_by} of one round, or None if never loaded.
+
+        `complete` counts items with at least `overlap` answers that hold a slot (ranked or all
+        unacceptable, as in `OPEN_ITEM`): an item every labeler finds unacceptable is done too.
+        """
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT owner, closed_at, closed_by FROM rounds WHERE round = ?", (round_number,)
+            ).fetchone()
+            if row is None:
+                return None
+            counts = conn.execute(
+                "SELECT COUNT(*) AS items, COALESCE(SUM(n >= ?), 0) AS complete, COALESCE(SUM(n), 0) AS answers "
+                "FROM (SELECT i.id, (SELECT COUNT(*) FROM records r WHERE r.item_id = i.id "
+                "AND r.action IN ('rank', 'unacceptable')) AS n FROM items i WHERE i.round = ?)",
+                (overlap, round_number),
+            ).fetchone()
+        return {
+            "round": round_number,
+            "owner": row["owner"],
+            "items": counts["items"],
+            "complete": counts["complete"],
+            "answers": counts["answers"],
+            "closed": row["closed_at"] is not None,
+            "closed_by": row["closed_by"],
+        }
+
+    def round_numbers(self) -> list[int]:
+        """Every round loaded, in order."""
+        with self._connect() as conn:
+            return [r["round"] for r in conn.execute("SELECT round FROM rounds ORDER BY round")]
+
     def count_items(self) -> int:
         """Number of items loaded."""
         with self._connect() as conn:
             return conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
 
     def items(self) -> dict[int, dict[str, Any]]:
-        """Every item by id: {prompt, completions}."""
+        """Every item by id: {prompt, completions, round} (round None for items loaded without one)."""
         with self._connect() as conn:
-            rows = conn.execute("SELECT id, prompt, completions FROM items").fetchall()
-        return {r["id"]: {"prompt": r["prompt"], "completions": json.loads(r["completions"])} for r in rows}
+            rows = conn.execute("SELECT id, prompt, completions, round FROM items").fetchall()
+        return {
+            r["id"]: {"prompt": r["prompt"], "completions": json.loads(r["completions"]), "round": r["round"]}
+            for r in rows
+        }
 
     # -----------------------------------------------------------------------------------------
     # Assignments
@@ -274,9 +422,8 @@ class LabelStore:
         """The item `labeler` was given and has not answered (oldest first), or None; assigns nothing."""
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT a.item_id, a.order_shown FROM assignments a WHERE a.labeler = ? AND NOT EXISTS "
-                "(SELECT 1 FROM records r WHERE r.labeler = a.labeler AND r.item_id = a.item_id) "
-                "ORDER BY a.assigned_at LIMIT 1",
+                "SELECT a.item_id, a.order_shown FROM assignments a JOIN items i ON i.id = a.item_id "
+                "WHERE a.labeler = ? AND " + OPEN_ASSIGNMENT + " ORDER BY a.assigned_at LIMIT 1",
                 (labeler,),
             ).fetchone()
             if row is None:
@@ -305,10 +452,8 @@ class LabelStore:
         now = time.time()
         with self._transaction() as conn:
             row = conn.execute(
-                "SELECT a.item_id, a.order_shown FROM assignments a "
-                "WHERE a.labeler = ? AND NOT EXISTS "
-                "(SELECT 1 FROM records r WHERE r.labeler = a.labeler AND r.item_id = a.item_id) "
-                "ORDER BY a.assigned_at LIMIT 1",
+                "SELECT a.item_id, a.order_shown FROM assignments a JOIN items i ON i.id = a.item_id "
+                "WHERE a.labeler = ? AND " + OPEN_ASSIGNMENT + " ORDER BY a.assigned_at LIMIT 1",
                 (labeler,),
             ).fetchone()
             if row:
@@ -382,6 +527,13 @@ class LabelStore:
                 ):
                     return done["id"], False
                 raise AnswerConflict(done["id"])
+            closed = conn.execute(
+                "SELECT c.round FROM items i JOIN rounds c ON c.round = i.round "
+                "WHERE i.id = ? AND c.closed_at IS NOT NULL",
+                (item_id,),
+            ).fetchone()
+            if closed:  # exported already: the answer would never reach the reward model
+                raise RoundClosed(closed["round"])
             cursor = conn.execute(
                 "INSERT INTO records (labeler, item_id, action, order_shown, ranks, comment, seconds_spent, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -398,17 +550,23 @@ class LabelStore:
             )
             return cursor.lastrowid, True
 
-    def records(self, labeler: str | None = None) -> list[dict[str, Any]]:
-        """Records (all, or one labeler's) in the order stored, with their item's prompt and candidates."""
+    def records(self, labeler: str | None = None, round_number: int | None = None) -> list[dict[str, Any]]:
+        """Records (all, one labeler's, or one round's) in the order stored, with their item's fields."""
         query = (
             "SELECT r.id, r.labeler, r.item_id, r.action, r.order_shown, r.ranks, r.comment, r.seconds_spent, "
-            "r.created_at, i.prompt, i.completions FROM records r JOIN items i ON i.id = r.item_id"
+            "r.created_at, i.prompt, i.completions, i.round FROM records r JOIN items i ON i.id = r.item_id"
         )
+        where, params = [], []
+        if labeler is not None:
+            where.append("r.labeler = ?")
+            params.append(labeler)
+        if round_number is not None:
+            where.append("i.round = ?")
+            params.append(round_number)
+        if where:
+            query += " WHERE " + " AND ".join(where)
         with self._connect() as conn:
-            if labeler is None:
-                rows = conn.execute(query + " ORDER BY r.id").fetchall()
-            else:
-                rows = conn.execute(query + " WHERE r.labeler = ? ORDER BY r.id", (labeler,)).fetchall()
+            rows = conn.execute(query + " ORDER BY r.id", params).fetchall()
         out = []
         for r in rows:
             row = dict(r)
@@ -431,8 +589,8 @@ class LabelStore:
                 per_labeler.setdefault(r["labeler"], {"rank": 0, "unacceptable": 0, "skip": 0, "open": 0})
                 per_labeler[r["labeler"]][r["action"]] = r["n"]
             for r in conn.execute(
-                "SELECT a.labeler, COUNT(*) AS n FROM assignments a WHERE NOT EXISTS "
-                "(SELECT 1 FROM records r WHERE r.labeler = a.labeler AND r.item_id = a.item_id) GROUP BY a.labeler"
+                "SELECT a.labeler, COUNT(*) AS n FROM assignments a JOIN items i ON i.id = a.item_id "
+                "WHERE " + OPEN_ASSIGNMENT + " GROUP BY a.labeler"
             ):
                 per_labeler.setdefault(r["labeler"], {"rank": 0, "unacceptable": 0, "skip": 0, "open": 0})
                 per_labeler[r["labeler"]]["open"] = r["n"]
@@ -442,7 +600,14 @@ class LabelStore:
                 "GROUP BY item_id HAVING COUNT(*) >= ?)",
                 (overlap,),
             ).fetchone()[0]
-        return {"items": items, "items_complete": complete, "overlap": overlap, "labelers": per_labeler}
+        rounds = [self.round_status(number, overlap) for number in self.round_numbers()]
+        return {
+            "items": items,
+            "items_complete": complete,
+            "overlap": overlap,
+            "labelers": per_labeler,
+            "rounds": rounds,
+        }
 
     def labeler_progress(self, labeler: str, overlap: int, stale_after_s: float) -> dict[str, int]:
         """One labeler's own counts: done (ranked or all unacceptable), skipped, and items still available."""
@@ -453,8 +618,8 @@ class LabelStore:
             ):
                 counts[r["action"]] = r["n"]
             counts["open"] = conn.execute(
-                "SELECT COUNT(*) FROM assignments a WHERE a.labeler = ? AND NOT EXISTS "
-                "(SELECT 1 FROM records r WHERE r.labeler = a.labeler AND r.item_id = a.item_id)",
+                "SELECT COUNT(*) FROM assignments a JOIN items i ON i.id = a.item_id "
+                "WHERE a.labeler = ? AND " + OPEN_ASSIGNMENT,
                 (labeler,),
             ).fetchone()[0]
             counts["available"] = conn.execute(

@@ -89,6 +89,7 @@ def test_access_rules_on_every_endpoint(tmp_path, running_app):
         "add_user": ("eve", "labeler", "long-password"),
         "load_items": ("more.jsonl",),
         "export": (False,),
+        "close_round": (1,),
     }
     # Without a session (none, or a made-up token) every endpoint refuses with 401, before any handler runs.
     with httpx.Client() as http:
@@ -99,13 +100,14 @@ def test_access_rules_on_every_endpoint(tmp_path, running_app):
                     f"{url}gradio_api/run/{name}", json={"data": list(args)}, headers=headers
                 )
                 assert response.status_code == 401, (name, token, response.text)
-    # A labeler cannot read another labeler's records, everyone's progress, load items, add users or export:
+    # A labeler cannot read another labeler's records, everyone's progress, load items, add users, export or
+    # close a round:
     # refused with 403 and a message (plain HTTP shows the status gradio_client hides).
     with pytest.raises(AppError, match="only their own"):
         bob.predict(LABELERS[0][0], api_name="/history")
     assert bob.predict("", api_name="/history") == []
     with httpx.Client() as http:
-        for name in ("progress", "add_user", "load_items", "export"):
+        for name in ("progress", "add_user", "load_items", "export", "close_round"):
             response = http.post(
                 f"{url}gradio_api/run/{name}",
                 json={"data": list(calls[name])},
@@ -136,5 +138,13 @@ def test_access_rules_on_every_endpoint(tmp_path, running_app):
     assert admin.predict(LABELERS[0][0], api_name="/history")[0]["comment"] == "ann's secret comment"
     assert admin.predict("eve", "labeler", "long-password", api_name="/add_user")["status"]
     assert admin.predict("more.jsonl", api_name="/load_items")["already_loaded"] == 3
+    with pytest.raises(AppError, match="no items of round 1"):
+        admin.predict(1, api_name="/close_round")
+    service.store.add_round_items(1, "a run", [("q", ["a", "b"])], "iterate")
+    with httpx.Client() as http:  # the page's button checks the role on the server too
+        ok, result = call(http, url, "ui_close_round", 1, token=bob_token)
+        assert ok and "only an admin" in result["error"]
+    assert service.store.round_status(1, 1)["closed"] is False
+    assert admin.predict(1, api_name="/close_round")["status"] == "closed round 1"
     assert service.store.user("eve")["role"] == "labeler"
     del ann_token
