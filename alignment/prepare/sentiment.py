@@ -38,15 +38,18 @@ PROMPT_WORDS = 4
 
 MIN_DEMO_WORDS = 8
 # A continuation demonstration keeps only snippets whose rest is at most this many words: the demo's PPO and
-# evaluation sample 24 new tokens, and of the held-out movie snippets' rests only 47% fit in 24 tokens of the
-# tiny BPE while 95% of those of <= 12 words do. Longer demonstrations taught the tuned model to run on past
-# the sampling budget, so it could not be seen to stop by itself (format score 0.51 after SFT).
-MAX_CONTINUATION_WORDS = 12
+# evaluation sample 24 new tokens. With rests of up to 12 words (14 tokens of the tiny BPE on average, 4% over
+# 24) the tuned model, sampled at temperature 1, ran past the budget in 16% of held-out prompts (format score
+# 0.80); rests of up to 8 words average 10.5 tokens and all but 0.1% fit (format score 0.90).
+MAX_CONTINUATION_WORDS = 8
 # The instructions of the sentiment demonstrations. Recipes that prompt SFT-tuned models (configs/ppo/tiny.yaml,
 # configs/evaluate/tiny.yaml) repeat CONTINUE_INSTRUCTION as their prompt_template (a test keeps them equal).
 CONTINUE_INSTRUCTION = "Finish this movie review briefly: {prompt}"
 CLASSIFY_INSTRUCTION = "Is this movie review positive or negative? {prompt}"
 CLASSIFY_MIN_RATING = 1.0
+# Every CLASSIFY_EVERY-th snippet also gives a classify demo. At every 2nd, one-word answers outnumbered the
+# continuations 5 to 2 and the tuned model answered 4% of continuation prompts with "positive"-like words.
+CLASSIFY_EVERY = 4
 
 
 def parse_ground_truth_line(line: str, where: str = "") -> tuple[str, float, str]:
@@ -162,7 +165,7 @@ def instruction_demos(row: dict[str, Any], index: int) -> list[dict[str, Any]]:
     - continue: the user asks for a brief end of the review from its first words (CONTINUE_INSTRUCTION, the
       instruction PPO and evaluation ask with); the assistant answers with the rest of the snippet, for
       snippets whose rest is at most MAX_CONTINUATION_WORDS words;
-    - classify: every other snippet rated clearly (|mean rating| >= CLASSIFY_MIN_RATING), the user asks
+    - classify: every CLASSIFY_EVERY-th snippet rated clearly (|mean rating| >= CLASSIFY_MIN_RATING), the user asks
       whether the review is positive or negative and the assistant answers in one word.
     A base model pretrained on raw reviews knows neither form, so SFT has something visible to teach.
     """
@@ -180,7 +183,7 @@ def instruction_demos(row: dict[str, Any], index: int) -> list[dict[str, Any]]:
                 "kind": "continue",
             }
         )
-    if index % 2 == 0 and abs(row["mean_rating"]) >= CLASSIFY_MIN_RATING:
+    if index % CLASSIFY_EVERY == 0 and abs(row["mean_rating"]) >= CLASSIFY_MIN_RATING:
         label = "positive" if row["mean_rating"] > 0 else "negative"
         question = CLASSIFY_INSTRUCTION.format(prompt=" ".join(row["text"].split()))
         demos.append(

@@ -122,7 +122,8 @@ def test_read_snippet_archive_and_derived_files():
     assert len(files["corpus_train.jsonl"]) + len(files["corpus_heldout.jsonl"]) == 24
     demos = files["demos_train.jsonl"] + files["demos_heldout.jsonl"]
     continued = [d for d in demos if d["kind"] == "continue"]
-    assert len(continued) == 3  # movie snippets with 9, 11, 13 words
+    # movie snippets with 9 and 11 words; the 13-word one's rest (9 words) is over MAX_CONTINUATION_WORDS
+    assert len(continued) == 2
     for demo in continued:
         user, assistant = demo["messages"]
         assert user["role"] == "user" and user["content"].startswith("Finish this movie review briefly: ")
@@ -133,7 +134,9 @@ def test_read_snippet_archive_and_derived_files():
         d["messages"][0]["content"].removeprefix("Finish this movie review briefly: ") for d in continued
     ]
     prompts = files["prompts_train.jsonl"] + files["prompts_heldout.jsonl"]
-    assert sorted(p["prompt"] for p in prompts) == sorted(starts) and all(len(s.split()) == 4 for s in starts)
+    # every movie snippet of >= 8 words is a prompt, also those too long to be a continuation demo
+    assert len(prompts) == 3 and set(starts) <= {p["prompt"] for p in prompts}
+    assert all(len(p["prompt"].split()) == 4 for p in prompts)
 
 
 def test_continuation_demos_fit_the_sampling_budget():
@@ -141,6 +144,8 @@ def test_continuation_demos_fit_the_sampling_budget():
     short = {"text": " ".join(["w"] * (sentiment.PROMPT_WORDS + limit)), "mean_rating": 2.0}
     long = {"text": " ".join(["w"] * (sentiment.PROMPT_WORDS + limit + 1)), "mean_rating": 2.0}
     assert [d["kind"] for d in sentiment.instruction_demos(short, 0)] == ["continue", "classify"]
+    # Only every CLASSIFY_EVERY-th snippet is also a classify demo: continuations stay the larger share.
+    assert [d["kind"] for d in sentiment.instruction_demos(short, 1)] == ["continue"]
     # Too long to continue within the budget, still a review to classify; prompts keep its first words.
     assert [d["kind"] for d in sentiment.instruction_demos(long, 0)] == ["classify"]
     prompts = sentiment.sentiment_files([{**long, "source": "movie", "split": "train"}])[
@@ -253,7 +258,7 @@ def test_prepare_sentiment_for_real(tmp_path):
     assert rows["corpus_train.jsonl"] + rows["corpus_heldout.jsonl"] == 23_703
     assert 0.08 < rows["corpus_heldout.jsonl"] / 23_703 < 0.12
     assert rows["prompts_train.jsonl"] > 8_000  # every movie snippet of >= 8 words gives a prompt
-    assert 6_000 < rows["demos_train.jsonl"] < 8_000  # short-ended continue demos + classify demos
+    assert 3_000 < rows["demos_train.jsonl"] < 4_000  # short-ended continue demos + classify demos
     snippets, _ = load_dataset_as(cache / "datasets/sentiment/snippets.jsonl", "text")
     first = snippets[0]
     assert first["source"] == "movie" and first["text"].startswith("The Rock is destined")
