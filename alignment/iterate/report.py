@@ -14,6 +14,7 @@ COLUMNS = (
     ("gold_start", "gold at start"),
     ("gold", "gold after PPO"),
     ("gold_sft", "gold SFT"),
+    ("rm_score", "RM score"),
     ("kl_to_sft", "KL to SFT"),
     ("perplexity", "perplexity"),
     ("distinct_2", "distinct-2"),
@@ -37,7 +38,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{settings.get('heldout_fraction')} of the prompts held out. Reward model: {settings.get('reward_init')} "
         "start, trained on every round's rankings so far. RM accuracy is on the new round's held-out "
         "comparisons, with the previous round's RM (before) and the retrained one (after). Gold: the gold "
-        "judge's mean score on the evaluation prompts; KL is the sequence KL to the SFT model.",
+        "judge's mean score on the evaluation prompts; RM score: the round's retrained RM on the same samples "
+        "(each round has its own RM, so compare it within a row, not down the column); KL is the sequence KL to "
+        "the SFT model.",
         "",
         "| " + " | ".join(title for _, title in COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
