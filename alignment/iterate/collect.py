@@ -34,14 +34,14 @@ def round_prompts(config: Config, round_number: int) -> list[str]:
 
 
 @torch.no_grad()
-def sample_completions(config: Config, policy: str, prompts: list[str], round_number: int) -> list[dict]:
-    """K distinct samples per prompt from `policy`; a prompt left with fewer than 2 distinct ones is dropped."""
+def sample_texts(config: Config, policy: str, prompts: list[str], k: int, seed: int) -> list[list[str]]:
+    """`k` sampled responses per prompt from `policy`, in prompt order."""
     tokenizer = load_tokenizer(policy, padding_side="left")
     model = load_causal_lm(policy, tokenizer).eval()
     settings = SamplingSettings(max_new_tokens=config.max_new_tokens, temperature=config.temperature)
     asked = [format_prompt(tokenizer, p, config.prompt_template, config.use_chat_template) for p in prompts]
-    repeated = [a for a in asked for _ in range(config.completions_per_prompt)]
-    torch.manual_seed(config.seed + round_number)
+    repeated = [a for a in asked for _ in range(k)]
+    torch.manual_seed(seed)
     texts: list[str] = []
     for i in range(0, len(repeated), config.batch_size):
         batch = generate(
@@ -52,11 +52,35 @@ def sample_completions(config: Config, policy: str, prompts: list[str], round_nu
             max_prompt_length=config.max_prompt_length,
         )
         texts += batch.response_texts
-    rows = []
+    return [texts[index * k : (index + 1) * k] for index in range(len(prompts))]
+
+
+def sample_completions(
+    config: Config, policy: str, prompts: list[str], round_number: int, earlier: list[str] | None = None
+) -> list[dict]:
+    """K samples per fresh prompt from `policy`, some from an `earlier` round's policy (earlier_policy_share).
+
+    InstructGPT ranked samples of several policies side by side, so the reward model keeps seeing the region
+    an earlier policy occupied. Each prompt's earlier policy is drawn at random; a prompt left with fewer than
+    2 distinct responses is dropped (two equal texts could not get two different ranks).
+    """
     k = config.completions_per_prompt
-    for index, prompt in enumerate(prompts):
-        distinct = list(dict.fromkeys(t for t in texts[index * k : (index + 1) * k] if t.strip()))
-        if len(distinct) >= 2:  # two equal texts could not get two different ranks
+    k_earlier = round(config.earlier_policy_share * k) if earlier else 0
+    seed = config.seed + round_number
+    per_prompt = sample_texts(config, policy, prompts, k - k_earlier, seed)
+    if k_earlier:
+        chooser = random.Random(seed)
+        chosen = [chooser.choice(earlier) for _ in prompts]
+        for source in dict.fromkeys(chosen):
+            indices = [i for i, c in enumerate(chosen) if c == source]
+            for i, texts in zip(
+                indices, sample_texts(config, source, [prompts[i] for i in indices], k_earlier, seed)
+            ):
+                per_prompt[i] = per_prompt[i] + texts
+    rows = []
+    for prompt, texts in zip(prompts, per_prompt):
+        distinct = list(dict.fromkeys(t for t in texts if t.strip()))
+        if len(distinct) >= 2:
             rows.append({"prompt": prompt, "completions": distinct, "round": round_number})
     return rows
 

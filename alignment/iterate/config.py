@@ -43,6 +43,13 @@ class Config(StageConfig):
     completions_per_prompt: int = field(
         default=4, metadata={"help": "K: policy samples ranked per prompt (a K-way ranking)."}
     )
+    earlier_policy_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of each prompt's K samples drawn from an earlier round's policy (one per prompt, at "
+            "random; round 0's counts), as InstructGPT mixed policies in its comparisons. Round 1 has none."
+        },
+    )
     heldout_fraction: float = field(
         default=0.25,
         metadata={
@@ -129,6 +136,9 @@ class Config(StageConfig):
         require(self.prompts_per_round >= 2, "prompts_per_round", ">= 2", self.prompts_per_round)
         require(
             self.completions_per_prompt >= 2, "completions_per_prompt", ">= 2", self.completions_per_prompt
+        )
+        require(
+            0 <= self.earlier_policy_share < 1, "earlier_policy_share", "in [0, 1)", self.earlier_policy_share
         )
         require(0 < self.heldout_fraction < 1, "heldout_fraction", "in (0, 1)", self.heldout_fraction)
         require(0.5 < self.labeler_agreement <= 1, "labeler_agreement", "in (0.5, 1]", self.labeler_agreement)

@@ -49,9 +49,12 @@ def run(config: Config) -> dict[str, Any]:
     started = time.perf_counter()
     run_dir = start_run(config)
     policy, reward_model = resolve_path(config.policy), resolve_path(config.reward_model)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for number in range(1, config.rounds + 1):
-        result = run_round(config, run_dir / f"round-{number}", number, policy, reward_model)
+        earlier = [resolve_path(config.policy)] + [row["policy"] for row in rows[:-1]]
+        result = run_round(
+            config, run_dir / f"round-{number}", number, policy, reward_model, earlier if rows else []
+        )
         rows.append(result)
         policy, reward_model = result["policy"], result["reward_model"]
     result_report = build_report(config, run_dir, rows, time.perf_counter() - started)
@@ -61,8 +64,18 @@ def run(config: Config) -> dict[str, Any]:
     return result_report
 
 
-def run_round(config: Config, folder: Path, number: int, policy: str, reward_model: str) -> dict[str, Any]:
-    """One round; each finished step is in `state.json`, so a rerun continues where a kill stopped it."""
+def run_round(
+    config: Config,
+    folder: Path,
+    number: int,
+    policy: str,
+    reward_model: str,
+    earlier: list[str] | None = None,
+) -> dict[str, Any]:
+    """One round; each finished step is in `state.json`, so a rerun continues where a kill stopped it.
+
+    `earlier`: the policies before `policy` (round 0's first), which earlier_policy_share samples from.
+    """
     state_path = folder / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {"round": number, "done": {}}
     done: dict[str, Any] = state["done"]
@@ -76,10 +89,14 @@ def run_round(config: Config, folder: Path, number: int, policy: str, reward_mod
 
     if "sample" not in done:
         prompts = collect.round_prompts(config, number)
-        samples = collect.sample_completions(config, policy, prompts, number)
+        samples = collect.sample_completions(config, policy, prompts, number, earlier)
         write_jsonl(samples, folder / "samples.jsonl")
-        finish("sample", {"prompts": len(prompts), "rows": len(samples)})
-        say(f"sampled {config.completions_per_prompt} responses for {len(prompts)} prompts from {policy}")
+        k_earlier = round(config.earlier_policy_share * config.completions_per_prompt) if earlier else 0
+        finish("sample", {"prompts": len(prompts), "rows": len(samples), "from_earlier_policies": k_earlier})
+        mixed = f" ({k_earlier} of them from an earlier round's policy)" if k_earlier else ""
+        say(
+            f"sampled {config.completions_per_prompt} responses{mixed} for {len(prompts)} prompts from {policy}"
+        )
     if "label" not in done:
         samples = read_jsonl(folder / "samples.jsonl")
         if config.labeler == "app":
