@@ -16,8 +16,10 @@ import pytest
 import yaml
 from app_helpers import ADMIN, LABELERS, api_client, free_port
 from gradio_client.exceptions import AppError
+from ranking_helpers import pair_count
 
 from alignment.core.config import ConfigError, build_config, parse_config
+from alignment.core.formats import read_jsonl
 from alignment.iterate import app_labels
 from alignment.iterate import run as iterate_run
 from alignment.iterate.config import Config
@@ -238,11 +240,11 @@ def test_a_round_ranked_by_people_in_the_app(
     )
 
     # The rankings the round hands on are the people's, each once, tagged with the round.
-    rankings = read(out / "rankings.jsonl")
+    rankings = read_jsonl(out / "rankings.jsonl")
     given = sorted((r["prompt"], r["completions"], r["ranks"]) for r in records)
     assert sorted((r["prompt"], r["completions"], r["ranks"]) for r in rankings) == given
     assert {r["round"] for r in rankings} == {1}
-    train, heldout = read(out / "rankings_train_all.jsonl"), read(out / "rankings_heldout.jsonl")
+    train, heldout = read_jsonl(out / "rankings_train_all.jsonl"), read_jsonl(out / "rankings_heldout.jsonl")
     assert sorted(map(json.dumps, train + heldout)) == sorted(map(json.dumps, rankings))
     assert train and heldout and not {r["prompt"] for r in train} & {r["prompt"] for r in heldout}
     # ...and the reward step trained on exactly the train part's pairs, measured on the held-out part's.
@@ -252,18 +254,3 @@ def test_a_round_ranked_by_people_in_the_app(
     assert set(done) == {"sample", "label", "reward", "rm_accuracy"}
     assert done["label"]["closed_by"] == "iterate (complete)" and done["label"]["records"] == len(records)
     assert (out / "app" / "agreement.json").is_file()
-
-
-def read(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def pair_count(rankings: list[dict]) -> int:
-    """Non-tied pairs of K-way rankings (what the reward stage trains on)."""
-    return sum(
-        1
-        for row in rankings
-        for i in range(len(row["ranks"]))
-        for j in range(i + 1, len(row["ranks"]))
-        if row["ranks"][i] != row["ranks"][j]
-    )

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ranking_helpers import pair_count
 
 from alignment.core.config import build_config
 from alignment.core.errors import DatasetFormatError
+from alignment.core.formats import read_jsonl
 from alignment.iterate.config import Config
 from alignment.iterate.run import RoundStageFailed, run
 
@@ -145,9 +147,9 @@ def test_rounds_resume_and_every_ranking_reaches_the_reward_model_once(setting):
     }  # only the failed evaluation ran again
 
     # Every ranking: tagged with its round, drawn on that round's fresh prompts, used for training once.
-    rankings = {r: read(out / f"round-{r}" / "rankings.jsonl") for r in (1, 2)}
-    heldout = {r: read(out / f"round-{r}" / "rankings_heldout.jsonl") for r in (1, 2)}
-    union = read(round2 / "rankings_train_all.jsonl")
+    rankings = {r: read_jsonl(out / f"round-{r}" / "rankings.jsonl") for r in (1, 2)}
+    heldout = {r: read_jsonl(out / f"round-{r}" / "rankings_heldout.jsonl") for r in (1, 2)}
+    union = read_jsonl(round2 / "rankings_train_all.jsonl")
     assert all(row["round"] == r for r in (1, 2) for row in rankings[r])
     assert not {row["prompt"] for row in rankings[1]} & {row["prompt"] for row in rankings[2]}
     trained = {r: [row for row in rankings[r] if row not in heldout[r]] for r in (1, 2)}
@@ -172,18 +174,3 @@ def test_rounds_resume_and_every_ranking_reaches_the_reward_model_once(setting):
     assert rounds_table.count("\n| 1 |") == rounds_table.count("\n| 2 |") == 1
     assert (out / "plots" / "overoptimization.png").read_bytes()[:4] == b"\x89PNG"
     assert [p["n"] for p in report["best_of_n"]] == [1, 2, 4]
-
-
-def read(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def pair_count(rankings: list[dict]) -> int:
-    """Non-tied pairs of K-way rankings (what the reward stage trains on)."""
-    return sum(
-        1
-        for row in rankings
-        for i in range(len(row["ranks"]))
-        for j in range(i + 1, len(row["ranks"]))
-        if row["ranks"][i] != row["ranks"][j]
-    )
