@@ -298,23 +298,32 @@ class LabelStore:
 
     def add_items(self, items: list[tuple[str, list[str]]], source: str) -> tuple[int, int]:
         """Insert (prompt, completions) items in one transaction; returns (added, already present)."""
+        with self._transaction() as conn:
+            added = self._insert_items(conn, items, source, None)
+        return added, len(items) - added
+
+    @staticmethod
+    def _insert_items(
+        conn: sqlite3.Connection, items: list[tuple[str, list[str]]], source: str, round_number: int | None
+    ) -> int:
+        """Insert items not present yet (by `content_key`) inside the caller's transaction; how many were new."""
         added = 0
         now = time.time()
-        with self._transaction() as conn:
-            for prompt, completions in items:
-                cursor = conn.execute(
-                    "INSERT OR IGNORE INTO items (content_key, prompt, completions, source, created_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (
-                        content_key(prompt, completions),
-                        prompt,
-                        json.dumps(completions, ensure_ascii=False),
-                        source,
-                        now,
-                    ),
-                )
-                added += cursor.rowcount
-        return added, len(items) - added
+        for prompt, completions in items:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO items (content_key, prompt, completions, source, created_at, round) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    content_key(prompt, completions, round_number),
+                    prompt,
+                    json.dumps(completions, ensure_ascii=False),
+                    source,
+                    now,
+                    round_number,
+                ),
+            )
+            added += cursor.rowcount
+        return added
 
     def add_round_items(
         self, round_number: int, owner: str, items: list[tuple[str, list[str]]], source: str
@@ -324,8 +333,6 @@ class LabelStore:
         Idempotent: loading the same round again adds nothing and keeps every answer. A round opened by
         another owner is refused (`RoundOwned`): two runs' round 1 in one database would mix.
         """
-        added = 0
-        now = time.time()
         with self._transaction() as conn:
             row = conn.execute("SELECT owner FROM rounds WHERE round = ?", (round_number,)).fetchone()
             if row is not None and row["owner"] != owner:
@@ -333,22 +340,9 @@ class LabelStore:
             if row is None:
                 conn.execute(
                     "INSERT INTO rounds (round, owner, loaded_at) VALUES (?, ?, ?)",
-                    (round_number, owner, now),
+                    (round_number, owner, time.time()),
                 )
-            for prompt, completions in items:
-                cursor = conn.execute(
-                    "INSERT OR IGNORE INTO items (content_key, prompt, completions, source, created_at, round) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        content_key(prompt, completions, round_number),
-                        prompt,
-                        json.dumps(completions, ensure_ascii=False),
-                        source,
-                        now,
-                        round_number,
-                    ),
-                )
-                added += cursor.rowcount
+            added = self._insert_items(conn, items, source, round_number)
         return added, len(items) - added
 
     def close_round(self, round_number: int, closed_by: str) -> bool:
