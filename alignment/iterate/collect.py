@@ -55,6 +55,11 @@ def sample_texts(config: Config, policy: str, prompts: list[str], k: int, seed: 
     return [texts[index * k : (index + 1) * k] for index in range(len(prompts))]
 
 
+def earlier_sample_count(config: Config, earlier: list[str] | None) -> int:
+    """How many of each prompt's K samples come from an earlier policy (none without one)."""
+    return round(config.earlier_policy_share * config.completions_per_prompt) if earlier else 0
+
+
 def sample_completions(
     config: Config, policy: str, prompts: list[str], round_number: int, earlier: list[str] | None = None
 ) -> list[dict]:
@@ -65,7 +70,7 @@ def sample_completions(
     2 distinct responses is dropped (two equal texts could not get two different ranks).
     """
     k = config.completions_per_prompt
-    k_earlier = round(config.earlier_policy_share * k) if earlier else 0
+    k_earlier = earlier_sample_count(config, earlier)
     seed = config.seed + round_number
     per_prompt = sample_texts(config, policy, prompts, k - k_earlier, seed)
     if k_earlier:

@@ -50,12 +50,11 @@ def run(config: Config) -> dict[str, Any]:
     run_dir = start_run(config)
     policy, reward_model = resolve_path(config.policy), resolve_path(config.reward_model)
     rows: list[dict[str, Any]] = []
+    earlier: list[str] = []  # the policies before the current one, round 0's first
     for number in range(1, config.rounds + 1):
-        earlier = [resolve_path(config.policy)] + [row["policy"] for row in rows[:-1]]
-        result = run_round(
-            config, run_dir / f"round-{number}", number, policy, reward_model, earlier if rows else []
-        )
+        result = run_round(config, run_dir / f"round-{number}", number, policy, reward_model, list(earlier))
         rows.append(result)
+        earlier.append(policy)
         policy, reward_model = result["policy"], result["reward_model"]
     result_report = build_report(config, run_dir, rows, time.perf_counter() - started)
     evaluate_report.write_json(result_report, run_dir / "report.json")
@@ -91,7 +90,7 @@ def run_round(
         prompts = collect.round_prompts(config, number)
         samples = collect.sample_completions(config, policy, prompts, number, earlier)
         write_jsonl(samples, folder / "samples.jsonl")
-        k_earlier = round(config.earlier_policy_share * config.completions_per_prompt) if earlier else 0
+        k_earlier = collect.earlier_sample_count(config, earlier)
         finish("sample", {"prompts": len(prompts), "rows": len(samples), "from_earlier_policies": k_earlier})
         mixed = f" ({k_earlier} of them from an earlier round's policy)" if k_earlier else ""
         say(
