@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from alignment.core.config import RESUME_HELP, StageConfig, require
-from reward.data import SENTIMENT_SOURCES
+from alignment.core.errors import ConfigError
+from reward.data import SENTIMENT_SOURCES, parse_shard
 
 
 @dataclass
@@ -36,6 +37,14 @@ class Config(StageConfig):
     eval_data: str | None = field(
         default=None,
         metadata={"help": "Held-out comparisons; null splits train_data by prompt (eval_fraction)."},
+    )
+    train_shard: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train on one shard of the comparisons, 'i/n' (by a fixed hash of the text or prompt): two "
+            "RMs on 0/2 and 1/2 never share a comparison, so one can judge a policy trained on the other "
+            "(a held-out RM where no gold judge exists). Held-out pairs are not sharded. null: all."
+        },
     )
     eval_fraction: float = field(
         default=0.1, metadata={"help": "Share of prompts held out when eval_file is null."}
@@ -114,6 +123,13 @@ class Config(StageConfig):
         """Reject impossible values, naming the key."""
         super().validate()
         require(0.0 < self.eval_fraction < 1.0, "eval_fraction", "a number in (0, 1)", self.eval_fraction)
+        if self.train_shard is not None:
+            try:
+                parse_shard(self.train_shard)
+            except ValueError:
+                raise ConfigError(
+                    f"train_shard: expected 'i/n' with 0 <= i < n and n >= 2, got {self.train_shard!r}"
+                ) from None
         unknown = sorted(set(self.sources) - set(SENTIMENT_SOURCES))
         require(
             bool(self.sources) and not unknown,

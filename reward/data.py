@@ -189,6 +189,38 @@ def split_by_group(pairs: list[dict], eval_fraction: float, seed: int) -> tuple[
     return train, evaluation
 
 
+def parse_shard(spec: str) -> tuple[int, int]:
+    """Shard i of n, written "i/n", as (i, n) with 0 <= i < n and n >= 2; ValueError otherwise."""
+    index, sep, count = spec.partition("/")
+    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+        raise ValueError(spec)
+    shard = int(index), int(count)
+    if shard[1] < 2 or not 0 <= shard[0] < shard[1]:
+        raise ValueError(spec)
+    return shard
+
+
+def in_shard(key: str, shard: tuple[int, int]) -> bool:
+    """Whether `key` (a text or a group) falls in `shard`, by a hash that no seed moves.
+
+    Two reward models trained on shards 0/2 and 1/2 see disjoint comparisons whatever their seeds: the
+    held-out "test" reward model of Bai et al. 2022 (sec. 4.3), which judges a policy trained against the other.
+    """
+    index, count = shard
+    digest = hashlib.sha256(f"shard:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count == index
+
+
+def shard_snippets(snippets: list[dict], shard: tuple[int, int]) -> list[dict]:
+    """The training snippets whose text is in `shard`, and every held-out snippet (all shards evaluate alike)."""
+    return [row for row in snippets if row["split"] != "train" or in_shard(row["text"], shard)]
+
+
+def shard_pairs(pairs: list[dict], shard: tuple[int, int]) -> list[dict]:
+    """The pairs whose group (prompt or ranking) is in `shard`: a group never straddles two shards."""
+    return [pair for pair in pairs if in_shard(pair["group"], shard)]
+
+
 def normalise_weights(pairs: list[dict]) -> list[dict]:
     """Scale weights to mean 1, so mean(weight * loss) per batch estimates the weighted objective unbiasedly."""
     mean = sum(p["weight"] for p in pairs) / len(pairs)

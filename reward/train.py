@@ -130,8 +130,11 @@ def make_compute_metrics(gap_edges: list[float]):
 
 def load_pairs(config: Config) -> tuple[list[dict], list[dict], str]:
     """Train and held-out pairs from the configured source, and a one-line description of where they came from."""
+    shard = rdata.parse_shard(config.train_shard) if config.train_shard else None
     if config.train_data is None:
         snippets = rdata.read_snippets(config.snippets_file, config.sources)
+        if shard is not None:
+            snippets = rdata.shard_snippets(snippets, shard)
         train = rdata.sentiment_pairs(
             snippets, "train", config.min_rating_gap, config.max_train_pairs, config.seed
         )
@@ -140,7 +143,8 @@ def load_pairs(config: Config) -> tuple[list[dict], list[dict], str]:
         )
         origin = (
             f"human-rated snippets {config.snippets_file} (sources {', '.join(config.sources)}; "
-            f"rating gap >= {config.min_rating_gap}, held-out >= {config.eval_min_rating_gap}; split by text)"
+            f"rating gap >= {config.min_rating_gap}, held-out >= {config.eval_min_rating_gap}; split by text"
+            + (f"; training texts of shard {config.train_shard})" if shard else ")")
         )
         return train, evaluation, origin
     pairs = rdata.load_preference_file(config.train_data, config.skip_bad_rows)
@@ -149,12 +153,15 @@ def load_pairs(config: Config) -> tuple[list[dict], list[dict], str]:
         train = pairs
     else:
         train, evaluation = rdata.split_by_group(pairs, config.eval_fraction, config.seed)
+    if shard is not None:
+        train = rdata.shard_pairs(train, shard)
     if not train or not evaluation:
         raise ConfigError(
             f"train_data: {config.train_data} gave {len(train)} train and {len(evaluation)} eval pairs; "
             "need both (add rows or an eval_data file)"
         )
-    return train, evaluation, f"{config.train_data}" + (f" / {config.eval_data}" if config.eval_data else "")
+    origin = f"{config.train_data}" + (f" / {config.eval_data}" if config.eval_data else "")
+    return train, evaluation, origin + (f" (training prompts of shard {config.train_shard})" if shard else "")
 
 
 def run(config: Config) -> dict[str, Any]:
