@@ -104,16 +104,50 @@ def plot_gold_vs_kl(models: dict[str, dict[str, Any]], path: Path, judge: str = 
     return True
 
 
+def ppo_held_out(rows: list[dict[str, Any]], stage_config: dict[str, Any]) -> dict[str, Any] | None:
+    """A PPO run's held-out evaluations and which step's policy its model/ holds, from its metrics.jsonl rows.
+
+    `stage_config` is the run's resolved config.yaml: it says which judge scored the evaluations and how the
+    saved policy was chosen (select_by). None when the run logged no held-out evaluation.
+    """
+    by_step: dict[int, dict[str, Any]] = {}
+    for row in rows:  # a resumed run may log a step twice: the later row is the one that counts
+        if "eval/sqrt_kl" in row:
+            by_step[int(row["step"])] = row
+    if not by_step:
+        return None
+    selected = [row["eval/selected_step"] for row in rows if _finite(row.get("eval/selected_step"))]
+    last_step = max(int(row.get("step", 0)) for row in rows)
+    return {
+        "evaluations": [
+            {
+                "step": step,
+                "kl": row.get("eval/kl"),
+                "sqrt_kl": row.get("eval/sqrt_kl"),
+                "proxy": row.get("eval/score_raw"),
+                "gold": row.get("eval/gold"),
+            }
+            for step, row in sorted(by_step.items())
+        ],
+        "judge": stage_config.get("eval_judge"),
+        "select_by": stage_config.get("select_by", "last"),
+        "selected_step": int(selected[-1]) if selected else last_step,
+        "last_step": last_step,
+    }
+
+
 def plot_overoptimization(
     best_of_n: list[dict[str, float]],
     held_out: dict[str, list[dict[str, Any]]],
     path: Path,
     judge: str = "gold",
+    selected: dict[str, int] | None = None,
 ) -> bool:
     """Gold and proxy (RM) score against sqrt(KL): the best-of-n curve beside each PPO run's held-out path.
 
     Two panels, as in Gao et al. 2022: the proxy the policy is optimized against, and the gold score it is
-    meant to stand for. False (nothing written) when there is neither a best-of-n curve nor a PPO path.
+    meant to stand for; `selected` (stage -> step) stars the evaluation whose policy a run saved. False
+    (nothing written) when there is neither a best-of-n curve nor a PPO path.
     """
     paths = {s: [r for r in rows if _finite(r.get("eval/gold"))] for s, rows in held_out.items()}
     paths = {s: rows for s, rows in paths.items() if rows}
@@ -137,12 +171,22 @@ def plot_overoptimization(
                 )
         for stage, rows in paths.items():
             kept = [r for r in rows if _finite(r.get(ppo_key))]
-            ax.plot(
+            (line,) = ax.plot(
                 [r["eval/sqrt_kl"] for r in kept],
                 [r[ppo_key] for r in kept],
                 "s--",
                 label=f"{stage} (held-out)",
             )
+            chosen = [r for r in kept if (selected or {}).get(stage) == r.get("step")]
+            if chosen:  # the policy the run saved, when a held-out judge chose it
+                ax.plot(
+                    [chosen[-1]["eval/sqrt_kl"]],
+                    [chosen[-1][ppo_key]],
+                    "*",
+                    markersize=14,
+                    color=line.get_color(),
+                    label=f"{stage}: saved policy (step {chosen[-1]['step']})",
+                )
         ax.set_xlabel("sqrt(KL to the sampling/reference policy), sqrt(nats)")
         ax.set_ylabel(f"mean {title} score")
         ax.set_title(title)
@@ -330,6 +374,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             "human ratings differ by at least 1.",
             "",
         ]
+    for stage, held_out in (report.get("ppo_held_out") or {}).items():
+        lines += held_out_markdown(stage, held_out)
     best_of_n = report.get("best_of_n") or []
     if best_of_n:
         lines += [
@@ -366,6 +412,38 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def held_out_markdown(stage: str, held_out: dict[str, Any]) -> list[str]:
+    """The report section for one PPO run's held-out evaluations, saying which policy its model/ holds."""
+    judge = held_out.get("judge") or "no judge"
+    if held_out.get("select_by") == "gold":
+        kept = (
+            f"`{stage}/model` holds the policy of step {held_out['selected_step']} of {held_out['last_step']}: "
+            f"the best held-out score of `{judge}` (select_by: gold)"
+        )
+        accuracy = held_out.get("judge_accuracy")
+        if accuracy is not None:
+            kept += (
+                f"; that judge is a reward model trained on other comparisons, held-out pairwise accuracy "
+                f"{_fmt(accuracy)}"
+            )
+    else:
+        kept = f"`{stage}/model` holds the last step's policy (step {held_out['last_step']}; select_by: last)"
+    lines = [
+        f"## Held-out evaluations during `{stage}`",
+        "",
+        kept + ".",
+        "",
+        f"| step | KL (nats) | RM score | {judge} | saved |",
+        "|---|---|---|---|---|",
+    ]
+    for row in held_out["evaluations"]:
+        saved = "yes" if row["step"] == held_out["selected_step"] else ""
+        lines.append(
+            f"| {row['step']} | {_fmt(row['kl'])} | {_fmt(row['proxy'])} | {_fmt(row['gold'])} | {saved} |"
+        )
+    return lines + [""]
 
 
 def _finite(value: Any) -> bool:

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from alignment.core.chat import format_prompt
 from alignment.core.config import parse_config
 from alignment.core.errors import ConfigError, run_cli
 from alignment.core.formats import load_dataset_as
 from alignment.core.generation import SamplingSettings
-from alignment.core.judges import judge_name, load_judge, score
+from alignment.core.judges import CLASSIFIER_PREFIX, judge_name, load_judge, score
 from alignment.core.launch import seed_everything
 from alignment.core.logging import read_metrics
 from alignment.core.models import check_length
@@ -293,7 +294,12 @@ def build_report(
     )
     checks += report.more_checks(per_model, rm_stats, config)
     run_root = run_dir.parent
-    plots = write_plots(config, per_model, run_dir, inputs.gold_name, best_of_n or []) if config.plots else []
+    ppo_held_out = read_ppo_held_out(run_dir)
+    plots = (
+        write_plots(per_model, run_dir, inputs.gold_name, best_of_n or [], ppo_held_out)
+        if config.plots
+        else []
+    )
     timings = read_stage_timings(run_root)
     timings.pop(
         "evaluate", None
@@ -315,6 +321,7 @@ def build_report(
         ),
         "timings_s": timings,
         "best_of_n": best_of_n or [],
+        "ppo_held_out": ppo_held_out,
         "plots": plots,
         "samples": [
             {"prompt": prompts[i], "responses": {name: r.responses[i] for name, r in results.items()}}
@@ -333,17 +340,40 @@ def build_report(
     }
 
 
+def stage_dirs(run_dir: Path) -> list[Path]:
+    """The other stages' folders beside this evaluation, in name order."""
+    return sorted(p for p in run_dir.parent.iterdir() if p.is_dir() and p != run_dir)
+
+
+def read_ppo_held_out(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per stage beside this evaluation that logged held-out PPO evaluations: those and the policy it saved."""
+    found = {}
+    for stage_dir in stage_dirs(run_dir):
+        config_file = stage_dir / "config.yaml"
+        stage_config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+        summary = report.ppo_held_out(read_metrics(stage_dir), stage_config or {})
+        if summary is None:
+            continue
+        judge = summary.get("judge") or ""
+        if judge.startswith(CLASSIFIER_PREFIX):  # a reward model as the judge: say how far to trust it
+            summary["judge_accuracy"] = read_reward_stats(judge[len(CLASSIFIER_PREFIX) :]).get(
+                "eval_accuracy"
+            )
+        found[stage_dir.name] = summary
+    return found
+
+
 def write_plots(
-    config: Config,
     per_model: dict[str, dict],
     run_dir: Path,
     gold_name: str,
     best_of_n: list[dict[str, float]],
+    ppo_held_out: dict[str, dict[str, Any]],
 ) -> list[str]:
     """Training curves of every stage in the run folder, gold score against KL, over-optimization; files written."""
     plots: list[str] = []
     held_out: dict[str, list[dict]] = {}  # stage -> its held-out evaluation rows (PPO's eval/*)
-    for stage_dir in sorted(p for p in run_dir.parent.iterdir() if p.is_dir() and p != run_dir):
+    for stage_dir in stage_dirs(run_dir):
         rows = read_metrics(stage_dir)
         target = run_dir / "plots" / f"curves_{stage_dir.name}.png"
         if rows and report.plot_training_curves(stage_dir.name, rows, target):
@@ -354,7 +384,8 @@ def write_plots(
     if report.plot_gold_vs_kl(per_model, run_dir / "plots" / "gold_vs_kl.png", judge=gold_name):
         plots.append("plots/gold_vs_kl.png")
     target = run_dir / "plots" / "overoptimization.png"
-    if report.plot_overoptimization(best_of_n, held_out, target, judge=gold_name):
+    selected = {stage: s["selected_step"] for stage, s in ppo_held_out.items() if s["select_by"] == "gold"}
+    if report.plot_overoptimization(best_of_n, held_out, target, judge=gold_name, selected=selected):
         plots.append("plots/overoptimization.png")
     return plots
 

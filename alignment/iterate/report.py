@@ -18,6 +18,7 @@ COLUMNS = (
     ("kl_to_sft", "KL to SFT"),
     ("perplexity", "perplexity"),
     ("distinct_2", "distinct-2"),
+    ("ppo_step_kept", "PPO step kept"),
 )
 
 
@@ -40,7 +41,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "comparisons, with the previous round's RM (before) and the retrained one (after). Gold: the gold "
         "judge's mean score on the evaluation prompts; RM score: the round's retrained RM on the same samples "
         "(each round has its own RM, so compare it within a row, not down the column); KL is the sequence KL to "
-        "the SFT model.",
+        "the SFT model. PPO step kept: the step whose policy the round saved and the next round starts from "
+        "(gold: the best held-out score of PPO's eval_judge; last: the final step).",
         "",
         "| " + " | ".join(title for _, title in COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),

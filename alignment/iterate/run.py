@@ -169,6 +169,7 @@ def run_round(
         "models": evaluation["models"],
         "best_of_n": evaluation.get("best_of_n", []),
         "held_out": [r for r in read_metrics(folder / "ppo") if "eval/sqrt_kl" in r],
+        "ppo_selection": evaluation.get("ppo_held_out", {}).get("ppo"),
         "wall_s": {step: (v or {}).get("wall_s") for step, v in done.items() if isinstance(v, dict)},
     }
 
@@ -224,12 +225,19 @@ def build_report(config: Config, run_dir: Path, rows: list[dict], wall_s: float)
                 "kl_to_sft": models["ppo"].get("kl_to_ref"),
                 "perplexity": models["ppo"].get("perplexity"),
                 "distinct_2": models["ppo"].get("distinct_2"),
+                "ppo_step_kept": _kept_step(row.get("ppo_selection")),
             }
         )
     plots = []
     curve = rows[0]["best_of_n"] if rows else []
     paths = {f"round {row['round']} PPO": row["held_out"] for row in rows}
-    if evaluate_report.plot_overoptimization(curve, paths, run_dir / "plots" / "overoptimization.png"):
+    selected = {
+        f"round {row['round']} PPO": row["ppo_selection"]["selected_step"]
+        for row in rows
+        if (row.get("ppo_selection") or {}).get("select_by") == "gold"
+    }
+    target = run_dir / "plots" / "overoptimization.png"
+    if evaluate_report.plot_overoptimization(curve, paths, target, selected=selected):
         plots.append("plots/overoptimization.png")
     return {
         "run_name": config.run_name,
@@ -245,6 +253,14 @@ def build_report(config: Config, run_dir: Path, rows: list[dict], wall_s: float)
         },
         "wall_s": round(wall_s, 1),
     }
+
+
+def _kept_step(selection: dict[str, Any] | None) -> str | None:
+    """Which PPO step's policy a round carried on: "40 of 100 (gold)" when a held-out judge chose it."""
+    if not selection:
+        return None
+    how = "gold" if selection["select_by"] == "gold" else "last"
+    return f"{selection['selected_step']} of {selection['last_step']} ({how})"
 
 
 def labeler_words(config: Config) -> str:

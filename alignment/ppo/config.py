@@ -87,8 +87,10 @@ class Config(StageConfig):
     eval_judge: str | None = field(
         default=None,
         metadata={
-            "help": "A gold judge for the held-out scores ('vader', 'module:function'), logged beside the reward "
-            "model's (proxy) score and the KL to the reference: the over-optimization view (Gao et al. 2022)."
+            "help": "A gold judge for the held-out scores ('vader', 'module:function', 'classifier:<folder>'), "
+            "logged beside the reward model's (proxy) score and the KL to the reference: the over-optimization "
+            "view (Gao et al. 2022). Where no gold judge exists, 'classifier:<folder>' of a reward model trained "
+            "on other comparisons (reward train_shard) stands in for one."
         },
     )
     select_by: Literal["last", "gold"] = field(

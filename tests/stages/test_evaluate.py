@@ -55,14 +55,26 @@ def test_evaluate_writes_a_report_on_a_user_prompt_file(
         "".join(
             json.dumps({"step": i, "reward/mean": 0.1 * i, "objective/kl": 0.01 * i}) + "\n" for i in range(5)
         )
-        # held-out rows as PPO logs them: the over-optimization plot draws them beside best-of-n
+        # held-out rows as PPO logs them: the over-optimization plot draws them beside best-of-n; step 2 twice,
+        # as a resumed run logs it (the later row counts); a held-out reward model chose step 2's policy
         + "".join(
-            json.dumps({"step": i, "eval/gold": 0.1 * i, "eval/score_raw": 0.2 * i, "eval/sqrt_kl": 0.3 * i})
+            json.dumps(
+                {
+                    "step": i,
+                    "eval/gold": gold,
+                    "eval/score_raw": 0.2 * i,
+                    "eval/kl": 0.09 * i * i,
+                    "eval/sqrt_kl": 0.3 * i,
+                }
+            )
             + "\n"
-            for i in (0, 4)
+            for i, gold in ((0, 0.1), (2, 0.9), (2, 0.6), (4, 0.4))
         )
+        + json.dumps({"step": 4, "eval/selected_step": 2})
+        + "\n"
         + '{"step": 5, "kl": '  # a half-written last line must not break the report
     )
+    (ppo_dir / "config.yaml").write_text(f"eval_judge: classifier:{reward_dir}\nselect_by: gold\n")
 
     models = json.dumps(
         {"sft": str(tiny_model_dir), "ppo": str(tiny_llama_dir), "sft_copy": str(tiny_model_dir)}
@@ -144,7 +156,14 @@ def test_evaluate_writes_a_report_on_a_user_prompt_file(
     ):
         assert plot in report["plots"]
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    held_out = report["ppo_held_out"]["ppo"]
+    assert [(e["step"], e["gold"]) for e in held_out["evaluations"]] == [(0, 0.1), (2, 0.6), (4, 0.4)]
+    assert (
+        held_out["selected_step"] == 2 and held_out["last_step"] == 4 and held_out["judge_accuracy"] == 0.625
+    )
     markdown = (out / "report.md").read_text()
+    assert "`ppo/model` holds the policy of step 2 of 4" in markdown
+    assert "held-out pairwise accuracy 0.625" in markdown and "| 2 | 0.36 | 0.4 | 0.6 | yes |" in markdown
     assert "| sft_copy |" in markdown and "## Checks" in markdown and "## Best-of-n from `sft`" in markdown
     assert ("PASS" in markdown or "FAIL" in markdown) and "a dull film \\| with" in markdown
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]

@@ -14,6 +14,7 @@ from ranking_helpers import pair_count
 from alignment.core.config import build_config
 from alignment.core.errors import DatasetFormatError
 from alignment.core.formats import read_jsonl
+from alignment.core.logging import read_metrics
 from alignment.iterate.config import Config
 from alignment.iterate.run import RoundStageFailed, run
 
@@ -72,6 +73,8 @@ def setting(tmp_path, tiny_model_dir, sentences, monkeypatch):
                     "train_data": str(prompts),
                     "eval_data": str(prompts),
                     "eval_judge": judge,
+                    "eval_steps": 1,
+                    "select_by": "gold",  # each round carries on with its best held-out step's policy
                     "max_eval_samples": 4,
                     "batch_size": 4,
                     "mini_batch_size": 2,
@@ -170,6 +173,9 @@ def test_rounds_resume_and_every_ranking_reaches_the_reward_model_once(setting):
     for row in report["rounds"]:
         assert 0.0 <= row["rm_accuracy_before"] <= 1.0 and 0.0 <= row["rm_accuracy_after"] <= 1.0
         assert isinstance(row["gold"], float) and isinstance(row["kl_to_sft"], float)
+        evals = [r for r in read_metrics(out / f"round-{row['round']}" / "ppo") if "eval/gold" in r]
+        best = max(evals, key=lambda r: r["eval/gold"])["step"]  # the first of equals, as PPO keeps it
+        assert row["ppo_step_kept"] == f"{best} of 2 (gold)"
     rounds_table = (out / "report.md").read_text().split("Best-of-n")[0]
     assert rounds_table.count("\n| 1 |") == rounds_table.count("\n| 2 |") == 1
     assert (out / "plots" / "overoptimization.png").read_bytes()[:4] == b"\x89PNG"

@@ -192,6 +192,43 @@ def test_held_out_gold_picks_the_saved_policy_and_resume_chooses_the_same(
     assert torch.allclose(resaved[key], saved[key], atol=1e-6)
 
 
+def test_a_held_out_reward_model_chooses_the_saved_policy_where_no_gold_judge_exists(
+    tiny_model_dir, judge_path, tmp_path
+):
+    """select_by: gold with a reward model (trained on other comparisons) as the judge: Bai et al.'s test RM."""
+    from alignment.core.judges import load_judge
+    from reward.model import build_reward_model, load_reward_model, score_texts
+
+    torch.manual_seed(3)
+    held_out_rm = tmp_path / "held-out-rm"
+    model, tokenizer = build_reward_model(str(tiny_model_dir))
+    model.save_pretrained(held_out_rm)
+    tokenizer.save_pretrained(held_out_rm)
+    texts = ["the movie was good", "a dull film", "i"]
+    judge = load_judge(f"classifier:{held_out_rm}", "eval_judge")
+    expected = score_texts(*load_reward_model(str(held_out_rm)), texts)
+    assert [judge(t) for t in texts] == pytest.approx(expected.tolist(), abs=1e-5)  # scored as the RM scores
+
+    out = tmp_path / "run"
+    final = run(
+        tiny_config(
+            tiny_model_dir,
+            judge_path,
+            out,
+            max_steps=4,
+            eval_data=str(judge_path / "prompts.jsonl"),
+            max_eval_samples=8,
+            eval_steps=1,
+            eval_judge=f"classifier:{held_out_rm}",
+            select_by="gold",
+        )
+    )
+    evals = [r for r in read_metrics(out) if "eval/gold" in r]
+    best = max(evals, key=lambda r: r["eval/gold"])
+    assert [r["step"] for r in evals] == [0, 1, 2, 3, 4]
+    assert final["selected_step"] == best["step"] and final["eval/gold_selected"] == best["eval/gold"]
+
+
 def test_patience_stops_early_keeps_the_best_and_a_rerun_does_not_train_on(
     tiny_model_dir, judge_path, tmp_path
 ):
