@@ -1,4 +1,5 @@
-"""The page in real headless Chromium: log in, ask for an item, rank its 4 candidates with mouse and keyboard, submit.
+"""The page in real headless Chromium: log in, ask for an item, rank its 4 candidates with mouse and keyboard, submit;
+an admin closes an iterate round from the Admin tab.
 
 Needs the Debian packages `chromium` (and `chromium-driver` for other drivers) and the pip package
 `playwright` (driving /usr/bin/chromium; `playwright install` is never needed). Skips when either is missing.
@@ -12,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from app_helpers import LABELERS, make_config
+from app_helpers import ADMIN, LABELERS, make_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = [
@@ -31,12 +32,26 @@ CANDIDATES = [
 ]
 
 
-def test_rank_with_mouse_and_keyboard_in_chromium(tmp_path, running_app):
+def browser_api():
+    """playwright's sync API, or a skip saying what is missing."""
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (Debian: apt-get install -y chromium chromium-driver)")
-    sync_api = pytest.importorskip(
+    return pytest.importorskip(
         "playwright.sync_api", reason="the playwright package is not installed (pip install playwright)"
     )
+
+
+def log_in(page, url: str, name: str, password: str) -> None:
+    page.goto(url)  # no session yet: the server sends the browser to its login page
+    page.wait_for_selector("#login-name", timeout=30_000)
+    page.fill("#login-name", name)
+    page.fill("#login-password", password)
+    page.click("#login-btn")
+    page.wait_for_selector(f"#who :text('{name}')", timeout=30_000)
+
+
+def test_rank_with_mouse_and_keyboard_in_chromium(tmp_path, running_app):
+    sync_api = browser_api()
     items = tmp_path / "browser_items.jsonl"
     items.write_text(json.dumps({"prompt": "Say something kind.", "completions": CANDIDATES}) + "\n")
     service, url = running_app(make_config(tmp_path, labelers=1, items_path=str(items)))
@@ -47,12 +62,8 @@ def test_rank_with_mouse_and_keyboard_in_chromium(tmp_path, running_app):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1300})
-            page.goto(url)  # no session yet: the server sends the browser to its login page
-            page.wait_for_selector("#login-name", timeout=30_000)
-            page.fill("#login-name", LABELERS[0][0])
-            page.fill("#login-password", LABELERS[0][1])
-            page.click("#login-btn")
-            page.wait_for_selector("#who :text('lab00')", timeout=30_000)
+            log_in(page, url, *LABELERS[0])
+            assert page.get_by_role("tab", name="Admin").count() == 0  # a labeler has no Admin tab
             cookies = {c["name"]: c for c in page.context.cookies()}
             assert cookies["label_session"]["httpOnly"] and cookies["label_session"]["sameSite"] == "Strict"
             assert service.store.open_assignment(LABELERS[0][0]) is None  # logging in took no item
@@ -84,3 +95,25 @@ def test_rank_with_mouse_and_keyboard_in_chromium(tmp_path, running_app):
     assert ranks_shown == [2, 1, 4, 3]
     assert [record["completions"][original] for original in record["order_shown"]] == shown
     assert screenshot.stat().st_size > 10_000
+
+
+def test_an_admin_closes_a_round_from_the_admin_tab(tmp_path, running_app):
+    sync_api = browser_api()
+    service, url = running_app(make_config(tmp_path, labelers=1))
+    service.store.add_round_items(1, "run-a", [("p1", ["a", "b"]), ("p2", ["c", "d"])], "iterate")
+    assert not service.store.round_status(1, 2)["closed"]
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            log_in(page, url, *ADMIN)
+            page.get_by_role("tab", name="Admin").click()
+            page.fill("#round-number input", "1")
+            page.click("#close-round-btn")
+            page.wait_for_selector(":text('closed round 1')", timeout=30_000)
+        finally:
+            browser.close()
+
+    status = service.store.round_status(1, 2)
+    assert status["closed"] and status["closed_by"] == ADMIN[0] and status["complete"] == 0
