@@ -74,6 +74,14 @@ class Config(StageConfig):
     max_train_pairs: int = field(
         default=3000, metadata={"help": "Number of snippet pairs drawn for training."}
     )
+    snippet_group_size: int = field(
+        default=2,
+        metadata={
+            "help": "Snippets drawn for training in groups of this many (2: independent pairs). K > 2 draws the "
+            "same 2 * max_train_pairs texts as groups of K, each group scored once and trained on all its "
+            "pairs with a rating gap >= min_rating_gap."
+        },
+    )
     max_eval_pairs: int = field(
         default=1000, metadata={"help": "Number of snippet pairs drawn from the held-out texts."}
     )
@@ -106,7 +114,13 @@ class Config(StageConfig):
     max_steps: int = field(
         default=-1, metadata={"help": "Stop after this many optimizer steps (-1: use epochs)."}
     )
-    per_device_train_batch_size: int = field(default=16, metadata={"help": "Pairs per device per step."})
+    per_device_train_batch_size: int = field(
+        default=16,
+        metadata={
+            "help": "Training rows per device per step: a row is a group of comparisons scored together (a "
+            "K-way ranking, one prompt's pairs, a snippet pair or a snippet group)."
+        },
+    )
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Pairs per device per eval step."})
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Micro-batches per optimizer step."}
@@ -140,6 +154,7 @@ class Config(StageConfig):
         require(self.min_rating_gap > 0, "min_rating_gap", "> 0", self.min_rating_gap)
         require(self.eval_min_rating_gap > 0, "eval_min_rating_gap", "> 0", self.eval_min_rating_gap)
         require(self.max_train_pairs >= 1, "max_train_pairs", ">= 1", self.max_train_pairs)
+        require(self.snippet_group_size >= 2, "snippet_group_size", ">= 2", self.snippet_group_size)
         require(self.max_eval_pairs >= 1, "max_eval_pairs", ">= 1", self.max_eval_pairs)
         require(self.margin_scale >= 0, "margin_scale", ">= 0", self.margin_scale)
         require(self.max_length >= 8, "max_length", ">= 8", self.max_length)

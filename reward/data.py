@@ -132,12 +132,15 @@ def read_snippets(path: str, sources: Iterable[str] = SENTIMENT_SOURCES) -> list
 
 
 def sentiment_pairs(
-    snippets: list[dict], split: str, min_gap: float, max_pairs: int, seed: int
+    snippets: list[dict], split: str, min_gap: float, max_pairs: int, seed: int, group_size: int = 2
 ) -> list[dict]:
     """Preference pairs from human ratings: two texts of `split` whose mean ratings differ by >= `min_gap`.
 
     The higher-rated text is chosen, the rating difference is the margin and the gap; the prompt is "".
     Pairs are drawn at random (deterministically from `seed`) until `max_pairs` distinct pairs are found.
+    With `group_size` K > 2 the same number of texts (2 * max_pairs) is drawn instead as groups of K distinct
+    texts, each used once, and every pair inside a group whose gap is >= `min_gap` is kept under the group's
+    name: scored together, one group gives up to C(K,2) comparisons for K forward passes.
     """
     texts: dict[str, float] = {}
     for row in snippets:
@@ -146,6 +149,8 @@ def sentiment_pairs(
                 row["text"], float(row["mean_rating"])
             )  # duplicated texts: keep the first rating
     items = sorted(texts.items())  # sorted so the draw does not depend on file order
+    if group_size > 2:
+        return _grouped_sentiment_pairs(items, split, min_gap, max_pairs, seed, group_size)
     rng = random.Random(f"{seed}:{split}")
     seen: set[tuple[int, int]] = set()
     pairs = []
@@ -187,6 +192,42 @@ def split_by_group(pairs: list[dict], eval_fraction: float, seed: int) -> tuple[
     train = [p for p in pairs if not held_out(p["group"])]
     evaluation = [p for p in pairs if held_out(p["group"])]
     return train, evaluation
+
+
+def _grouped_sentiment_pairs(
+    items: list[tuple[str, float]], split: str, min_gap: float, max_pairs: int, seed: int, group_size: int
+) -> list[dict]:
+    order = list(range(len(items)))
+    random.Random(f"{seed}:{split}:groups of {group_size}").shuffle(order)
+    count = min(2 * max_pairs // group_size, len(items) // group_size)
+    pairs = []
+    for number in range(count):
+        members = [items[i] for i in order[number * group_size : (number + 1) * group_size]]
+        for a in range(group_size):
+            for b in range(a + 1, group_size):
+                rating_a, rating_b = members[a][1], members[b][1]
+                if abs(rating_a - rating_b) < min_gap:
+                    continue
+                (chosen, high), (rejected, low) = (
+                    (members[a], members[b]) if rating_a > rating_b else (members[b], members[a])
+                )
+                gap = high - low
+                pairs.append(
+                    {
+                        "prompt": "",
+                        "chosen": chosen,
+                        "rejected": rejected,
+                        "margin": gap,
+                        "gap": gap,
+                        "weight": 1.0,
+                        "group": f"{split}:group {number}",
+                    }
+                )
+    if not pairs:
+        raise DatasetFormatError(
+            f"no '{split}' snippet pairs with a rating gap >= {min_gap} in groups of {group_size}"
+        )
+    return pairs
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -268,39 +309,48 @@ def check_pair_texts(pairs: list[dict], name: str) -> None:
             )
 
 
-def tokenize_pairs(
-    pairs: list[dict], tokenize: Any, max_length: int, margin_scale: float, name: str
+def tokenize_comparisons(
+    pairs: list[dict], tokenize: Any, max_length: int, margin_scale: float, name: str, grouped: bool
 ) -> tuple[list[dict], PairCheckReport]:
-    """Token ids for each pair plus the truncation report.
+    """Rows of token ids the reward trainer reads, plus the truncation report.
+
+    With `grouped`, all pairs of one group (a K-way ranking, a prompt's pairs, a group of snippets) become one
+    row holding each distinct text once: the model scores K texts and the loss reads all their pairs, as
+    InstructGPT trains a ranking's C(K,2) comparisons as one batch element (K forward passes instead of
+    K(K-1)). Without it every pair is its own row of two texts (held-out rows: one prediction per row).
 
     `tokenize(texts, max_length) -> list[list[int]]` truncates to `max_length` (None: not at all), as
     reward.model.encode_texts does; a text counts as truncated when its ids differ from the untruncated ones.
-    Returned rows: chosen_ids, rejected_ids, margin (margin_scale * margin, 0 without one), weight, gap.
+    Returned rows: text_ids, chosen_index, rejected_index (into text_ids), and per pair margin
+    (margin_scale * margin, 0 without one), weight and gap.
     """
     check_pair_texts(pairs, name)
     report = PairCheckReport(name=name, pairs=len(pairs))
-    chosen_texts = [p["prompt"] + p["chosen"] for p in pairs]
-    rejected_texts = [p["prompt"] + p["rejected"] for p in pairs]
-    chosen_ids, rejected_ids = tokenize(chosen_texts, max_length), tokenize(rejected_texts, max_length)
-    chosen_full, rejected_full = tokenize(chosen_texts, None), tokenize(rejected_texts, None)
-    rows = []
+    units: dict[Any, list[int]] = {}
     for index, pair in enumerate(pairs):
-        if chosen_full[index] != chosen_ids[index] or rejected_full[index] != rejected_ids[index]:
-            report.truncated += 1
-            if chosen_ids[index] == rejected_ids[index]:
-                report.indistinguishable += 1
-                if len(report.examples) < 3:
-                    report.examples.append(f"pair {index} ({pair['group']})")
-        margin = pair["margin"] if pair["margin"] is not None else 0.0
-        rows.append(
-            {
-                "chosen_ids": chosen_ids[index],
-                "rejected_ids": rejected_ids[index],
-                "margin": margin_scale * margin,
-                "weight": pair["weight"],
-                "gap": pair["gap"],
-            }
-        )
+        units.setdefault(pair["group"] if grouped else index, []).append(index)
+    distinct = list(dict.fromkeys(p["prompt"] + p[key] for p in pairs for key in ("chosen", "rejected")))
+    ids = dict(zip(distinct, tokenize(distinct, max_length)))
+    full = dict(zip(distinct, tokenize(distinct, None)))
+    rows = []
+    for members in units.values():
+        texts: dict[str, int] = {}  # text -> its index in this row
+        row = {key: [] for key in ("chosen_index", "rejected_index", "margin", "weight", "gap")}
+        for index in members:
+            pair = pairs[index]
+            chosen, rejected = pair["prompt"] + pair["chosen"], pair["prompt"] + pair["rejected"]
+            if full[chosen] != ids[chosen] or full[rejected] != ids[rejected]:
+                report.truncated += 1
+                if ids[chosen] == ids[rejected]:
+                    report.indistinguishable += 1
+                    if len(report.examples) < 3:
+                        report.examples.append(f"pair {index} ({pair['group']})")
+            row["chosen_index"].append(texts.setdefault(chosen, len(texts)))
+            row["rejected_index"].append(texts.setdefault(rejected, len(texts)))
+            row["margin"].append(margin_scale * (pair["margin"] if pair["margin"] is not None else 0.0))
+            row["weight"].append(pair["weight"])
+            row["gap"].append(pair["gap"])
+        rows.append({"text_ids": [ids[text] for text in texts], **row})
     return rows, report
 
 

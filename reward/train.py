@@ -3,9 +3,11 @@
     alignment reward --config configs/reward/tiny.yaml
     accelerate launch --config_file configs/accelerate/zero3.yaml scripts/reward_modeling.py --config configs/reward/tiny.yaml
 
-TRL's RewardTrainer brings the model/pad-token set-up, DeepSpeed/DDP and logging; we subclass it only to weight
-pairs (all pairs of one K-way ranking share weight 1/C(K,2)) and to report accuracy by rating gap on held-out
-pairs. The data are pre-tokenized here, so the start-up checks see exactly what the model will read.
+TRL's RewardTrainer brings the model/pad-token set-up, DeepSpeed/DDP and logging; we subclass it to weight
+pairs (all pairs of one K-way ranking share weight 1/C(K,2)), to train a ranking's comparisons as one batch
+element (its K texts scored once, the loss over all its pairs: InstructGPT sec. 3.5) and to report accuracy by
+rating gap on held-out pairs. The data are pre-tokenized here, so the start-up checks see exactly what the
+model will read.
 """
 
 from __future__ import annotations
@@ -51,20 +53,38 @@ RESUMABLE = {"eval_steps", "per_device_eval_batch_size", "gap_edges"}
 # Batching and the trainer
 
 
-class PairCollator:
-    """Right-pads a batch of pairs into one tensor: chosen rows first, then rejected rows (as TRL does)."""
+class ComparisonCollator:
+    """Right-pads every text of a batch of rows into one tensor and points each pair at its two texts.
+
+    A row holds distinct texts (`text_ids`) and pairs as indices into them; a batch scores each text once.
+    """
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:  # noqa: D102
-        batch = pad_batch(
-            [r["chosen_ids"] for r in rows] + [r["rejected_ids"] for r in rows], self.pad_token_id
-        )
+        sequences: list[list[int]] = []
+        chosen: list[int] = []
+        rejected: list[int] = []
+        for row in rows:
+            offset = len(sequences)
+            sequences += row["text_ids"]
+            chosen += [offset + i for i in row["chosen_index"]]
+            rejected += [offset + i for i in row["rejected_index"]]
+        batch = pad_batch(sequences, self.pad_token_id)
         batch.pop("position_ids")  # right padding: default positions are the real ones
+        batch["chosen_index"] = torch.tensor(chosen, dtype=torch.long)
+        batch["rejected_index"] = torch.tensor(rejected, dtype=torch.long)
         for key in ("margin", "weight", "gap"):
-            batch[key] = torch.tensor([float(r[key]) for r in rows], dtype=torch.float32)
+            batch[key] = torch.tensor([float(v) for r in rows for v in r[key]], dtype=torch.float32)
         return batch
+
+
+def pair_rewards(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r_chosen, r_rejected), [pairs] each, for a `ComparisonCollator` batch: every text scored once."""
+    model_inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+    scores = model(**model_inputs, use_cache=False).logits.squeeze(-1)  # one per distinct text
+    return scores[batch["chosen_index"]], scores[batch["rejected_index"]]
 
 
 class WeightedRewardTrainer(RewardTrainer):
@@ -76,17 +96,23 @@ class WeightedRewardTrainer(RewardTrainer):
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
-            self._signature_columns = ["chosen_ids", "rejected_ids", "margin", "weight", "gap"]
+            self._signature_columns = [
+                "text_ids",
+                "chosen_index",
+                "rejected_index",
+                "margin",
+                "weight",
+                "gap",
+            ]
 
-    def _rewards(self, model, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        model_inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
-        outputs = model(**model_inputs, use_cache=False)
-        chosen_rewards, rejected_rewards = torch.chunk(outputs.logits.squeeze(-1), chunks=2)  # [batch] each
-        return chosen_rewards, rejected_rewards, outputs
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        # Our rows arrive tokenized, truncated and checked (reward.data.tokenize_comparisons) in a layout of
+        # our own (texts + pair indices); TRL's preparation (EOS, tokenizing, length filter) does not apply.
+        return dataset
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
         mode = "train" if self.model.training else "eval"
-        chosen_rewards, rejected_rewards, outputs = self._rewards(model, inputs)
+        chosen_rewards, rejected_rewards = pair_rewards(model, inputs)
         margin = inputs["margin"] if self.use_margin else None
         loss = bradley_terry_loss(chosen_rewards, rejected_rewards, margin, inputs["weight"])
         if self.args.center_rewards_coefficient is not None:
@@ -98,13 +124,12 @@ class WeightedRewardTrainer(RewardTrainer):
             reward_gap = self.accelerator.gather_for_metrics((chosen_rewards - rejected_rewards).mean())
             self._metrics[mode]["accuracy"].append(accuracy.mean().item())
             self._metrics[mode]["reward_gap"].append(reward_gap.mean().item())
-        return (loss, outputs) if return_outputs else loss
+        return (loss, (chosen_rewards, rejected_rewards)) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):  # noqa: D102
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
-            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
-        chosen_rewards, rejected_rewards = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
+            loss, (chosen_rewards, rejected_rewards) = self.compute_loss(model, inputs, return_outputs=True)
         if prediction_loss_only:
             return loss.detach(), None, None
         return loss.detach(), torch.stack([chosen_rewards, rejected_rewards], dim=1), inputs["gap"]
@@ -136,7 +161,12 @@ def load_pairs(config: Config) -> tuple[list[dict], list[dict], str]:
         if shard is not None:
             snippets = rdata.shard_snippets(snippets, shard)
         train = rdata.sentiment_pairs(
-            snippets, "train", config.min_rating_gap, config.max_train_pairs, config.seed
+            snippets,
+            "train",
+            config.min_rating_gap,
+            config.max_train_pairs,
+            config.seed,
+            config.snippet_group_size,
         )
         evaluation = rdata.sentiment_pairs(
             snippets, "heldout", config.eval_min_rating_gap, config.max_eval_pairs, config.seed
@@ -144,6 +174,7 @@ def load_pairs(config: Config) -> tuple[list[dict], list[dict], str]:
         origin = (
             f"human-rated snippets {config.snippets_file} (sources {', '.join(config.sources)}; "
             f"rating gap >= {config.min_rating_gap}, held-out >= {config.eval_min_rating_gap}; split by text"
+            + (f"; groups of {config.snippet_group_size} texts" if config.snippet_group_size > 2 else "")
             + (f"; training texts of shard {config.train_shard})" if shard else ")")
         )
         return train, evaluation, origin
@@ -188,7 +219,10 @@ def run(config: Config) -> dict[str, Any]:
 
     splits = {}
     for name, pairs in (("train", train_pairs), ("eval", eval_pairs)):
-        rows, report = rdata.tokenize_pairs(pairs, tokenize, config.max_length, config.margin_scale, name)
+        # training rows: a group's texts scored once for all its pairs; held-out rows: one pair each
+        rows, report = rdata.tokenize_comparisons(
+            pairs, tokenize, config.max_length, config.margin_scale, name, grouped=name == "train"
+        )
         if is_main_process():
             print(f"[reward] {report.summary()}")
         logger.log(
@@ -237,7 +271,7 @@ def run(config: Config) -> dict[str, Any]:
         train_dataset=splits["train"],
         eval_dataset=splits["eval"],
         processing_class=tokenizer,
-        data_collator=PairCollator(tokenizer.pad_token_id),
+        data_collator=ComparisonCollator(tokenizer.pad_token_id),
         compute_metrics=make_compute_metrics(config.gap_edges),
         callbacks=[MetricsCallback(run_dir)],
         use_margin=config.margin_scale > 0,

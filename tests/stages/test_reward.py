@@ -160,3 +160,33 @@ def test_reward_stage_on_k_way_rankings(tmp_path, tiny_model_dir):
     assert metrics["num_pairs"] > 0 and metrics["count_gap_lt_1"] == 0  # rankings carry no rating gap
     assert any("loss" in r for r in read_metrics(config.run_dir))
     assert json.loads((config.run_dir / "model" / "reward_stats.json").read_text())["eval_accuracy"] >= 0
+
+
+def test_a_grouped_batch_scores_the_same_pairs_as_a_pairwise_batch(tiny_model_dir):
+    """One ranking as one row (each text once) gives every pair exactly the rewards the pair rows give."""
+    from reward.data import ranking_to_pairs, tokenize_comparisons
+    from reward.model import build_reward_model, encode_texts
+    from reward.train import ComparisonCollator, pair_rewards
+
+    torch.manual_seed(0)
+    model, tokenizer = build_reward_model(str(tiny_model_dir))
+    model.eval()
+    pairs = ranking_to_pairs(
+        "Q: ", ["a good film", "dull", "the best day ever", "bad"], [2, 1, 4, 3], "row 1"
+    )
+    pairs += ranking_to_pairs("R: ", ["yes", "no thanks"], [1, 2], "row 2")
+
+    def tokenize(texts, max_length):
+        return encode_texts(tokenizer, texts, max_length, encoder=False)
+
+    collate = ComparisonCollator(tokenizer.pad_token_id)
+    rewards = {}
+    for grouped in (True, False):
+        rows, _ = tokenize_comparisons(pairs, tokenize, 32, 0.0, "train", grouped=grouped)
+        batch = collate(rows)
+        assert batch["input_ids"].shape[0] == (6 if grouped else 2 * len(pairs))
+        with torch.no_grad():
+            rewards[grouped] = pair_rewards(model, batch)
+        assert batch["weight"].tolist() == pytest.approx([p["weight"] for p in pairs])
+    for grouped_side, pair_side in zip(rewards[True], rewards[False]):
+        assert torch.allclose(grouped_side, pair_side, atol=1e-5)

@@ -19,7 +19,7 @@ from reward.data import (
     shard_pairs,
     shard_snippets,
     split_by_group,
-    tokenize_pairs,
+    tokenize_comparisons,
 )
 
 
@@ -194,9 +194,9 @@ def test_truncation_report_counts_pairs_that_lose_their_difference():
             "group": "g2",
         },
     ]
-    rows, report = tokenize_pairs(pairs, _char_tokenize, 8, margin_scale=0.5, name="train")
+    rows, report = tokenize_comparisons(pairs, _char_tokenize, 8, 0.5, "train", grouped=False)
     assert (report.pairs, report.truncated, report.indistinguishable) == (3, 2, 1)
-    assert rows[1]["margin"] == 1.0 and rows[0]["margin"] == 0.0
+    assert rows[1]["margin"] == [1.0] and rows[0]["margin"] == [0.0]
     check_truncation(report, 0.5)
     with pytest.raises(
         DatasetFormatError, match=r"1 \(33.3%\) lost every distinguishing token.*pair 0 \(g0\)"
@@ -218,4 +218,44 @@ def test_identical_and_empty_texts_are_rejected(chosen, rejected, message):
         "group": "g9",
     }
     with pytest.raises(DatasetFormatError, match=f"train: pair 0 \\(g9\\).*{message}"):
-        tokenize_pairs([pair], _char_tokenize, 8, 0.0, "train")
+        tokenize_comparisons([pair], _char_tokenize, 8, 0.0, "train", grouped=True)
+
+
+def test_a_ranking_becomes_one_row_scoring_each_text_once():
+    pairs = ranking_to_pairs("Q: ", ["a", "b", "c", "d"], [2, 1, 2, 3], where="row 1")
+    pairs += ranking_to_pairs("R: ", ["x", "y"], [1, 2], where="row 2")
+    grouped, _ = tokenize_comparisons(pairs, _char_tokenize, 64, 0.0, "train", grouped=True)
+    assert len(grouped) == 2 and len(grouped[0]["text_ids"]) == 4 and len(grouped[1]["text_ids"]) == 2
+    apart, _ = tokenize_comparisons(pairs, _char_tokenize, 64, 0.0, "eval", grouped=False)
+    assert len(apart) == len(pairs) == 6 and all(len(r["text_ids"]) == 2 for r in apart)
+    for rows in (grouped, apart):  # either layout names the same (chosen, rejected) texts, weights and gaps
+        named = [
+            (row["text_ids"][c], row["text_ids"][r], w)
+            for row in rows
+            for c, r, w in zip(row["chosen_index"], row["rejected_index"], row["weight"])
+        ]
+        expected = [
+            (
+                _char_tokenize([p["prompt"] + p["chosen"]], 64)[0],
+                _char_tokenize([p["prompt"] + p["rejected"]], 64)[0],
+                p["weight"],
+            )
+            for p in pairs
+        ]
+        assert named == expected
+
+
+def test_snippet_groups_keep_every_pair_with_enough_gap(snippets):
+    rows = read_snippets(str(snippets))
+    rating = {r["text"]: r["mean_rating"] for r in rows if r["split"] == "train"}
+    pairs = sentiment_pairs(rows, "train", 1.0, 12, seed=3, group_size=6)
+    groups: dict[str, set[str]] = {}
+    for p in pairs:
+        groups.setdefault(p["group"], set()).update((p["chosen"], p["rejected"]))
+        assert rating[p["chosen"]] - rating[p["rejected"]] == pytest.approx(p["gap"]) and p["gap"] >= 1.0
+    assert len(groups) <= 2 * 12 // 6 and len(set().union(*groups.values())) == sum(map(len, groups.values()))
+    for members in groups.values():  # every pair of a group with a gap >= 1 is there, none twice
+        wanted = {(a, b) for a in members for b in members if rating[a] - rating[b] >= 1.0}
+        got = [(p["chosen"], p["rejected"]) for p in pairs if p["chosen"] in members]
+        assert sorted(got) == sorted(wanted)
+    assert sentiment_pairs(rows, "train", 1.0, 12, seed=3, group_size=6) == pairs
