@@ -162,21 +162,7 @@ def sentiment_pairs(
         if abs(rating_i - rating_j) < min_gap or (min(i, j), max(i, j)) in seen:
             continue
         seen.add((min(i, j), max(i, j)))
-        (chosen, high), (rejected, low) = (
-            (items[i], items[j]) if rating_i > rating_j else (items[j], items[i])
-        )
-        gap = high - low
-        pairs.append(
-            {
-                "prompt": "",
-                "chosen": chosen,
-                "rejected": rejected,
-                "margin": gap,
-                "gap": gap,
-                "weight": 1.0,
-                "group": f"{split}:{i}-{j}",
-            }
-        )
+        pairs.append(_rated_pair(items[i], items[j], f"{split}:{i}-{j}"))
     if not pairs:
         raise DatasetFormatError(f"no '{split}' snippet pairs with a rating gap >= {min_gap}")
     return pairs
@@ -194,6 +180,21 @@ def split_by_group(pairs: list[dict], eval_fraction: float, seed: int) -> tuple[
     return train, evaluation
 
 
+def _rated_pair(first: tuple[str, float], second: tuple[str, float], group: str) -> dict:
+    """Two (text, mean rating) snippets as a pair: the higher-rated one chosen, the rating difference its gap."""
+    (chosen, high), (rejected, low) = (first, second) if first[1] > second[1] else (second, first)
+    gap = high - low
+    return {
+        "prompt": "",
+        "chosen": chosen,
+        "rejected": rejected,
+        "margin": gap,
+        "gap": gap,
+        "weight": 1.0,
+        "group": group,
+    }
+
+
 def _grouped_sentiment_pairs(
     items: list[tuple[str, float]], split: str, min_gap: float, max_pairs: int, seed: int, group_size: int
 ) -> list[dict]:
@@ -205,24 +206,8 @@ def _grouped_sentiment_pairs(
         members = [items[i] for i in order[number * group_size : (number + 1) * group_size]]
         for a in range(group_size):
             for b in range(a + 1, group_size):
-                rating_a, rating_b = members[a][1], members[b][1]
-                if abs(rating_a - rating_b) < min_gap:
-                    continue
-                (chosen, high), (rejected, low) = (
-                    (members[a], members[b]) if rating_a > rating_b else (members[b], members[a])
-                )
-                gap = high - low
-                pairs.append(
-                    {
-                        "prompt": "",
-                        "chosen": chosen,
-                        "rejected": rejected,
-                        "margin": gap,
-                        "gap": gap,
-                        "weight": 1.0,
-                        "group": f"{split}:group {number}",
-                    }
-                )
+                if abs(members[a][1] - members[b][1]) >= min_gap:
+                    pairs.append(_rated_pair(members[a], members[b], f"{split}:group {number}"))
     if not pairs:
         raise DatasetFormatError(
             f"no '{split}' snippet pairs with a rating gap >= {min_gap} in groups of {group_size}"

@@ -259,8 +259,7 @@ def _kept_step(selection: dict[str, Any] | None) -> str | None:
     """Which PPO step's policy a round carried on: "40 of 100 (gold)" when a held-out judge chose it."""
     if not selection:
         return None
-    how = "gold" if selection["select_by"] == "gold" else "last"
-    return f"{selection['selected_step']} of {selection['last_step']} ({how})"
+    return f"{selection['selected_step']} of {selection['last_step']} ({selection['select_by']})"
 
 
 def labeler_words(config: Config) -> str:
