@@ -42,14 +42,13 @@ MIN_DEMO_WORDS = 8
 # 24) the tuned model, sampled at temperature 1, ran past the budget in 16% of held-out prompts (format score
 # 0.80); rests of up to 8 words average 10.5 tokens and all but 0.1% fit (format score 0.90).
 MAX_CONTINUATION_WORDS = 8
-# The instructions of the sentiment demonstrations. Recipes that prompt SFT-tuned models (configs/ppo/tiny.yaml,
-# configs/evaluate/tiny.yaml) repeat CONTINUE_INSTRUCTION as their prompt_template (a test keeps them equal).
+# The instruction of the sentiment demonstrations. Recipes that prompt SFT-tuned models (configs/ppo/tiny.yaml,
+# configs/evaluate/tiny.yaml) repeat it as their prompt_template (a test keeps them equal).
+# Continuations are the only kind: with a second kind, "Is this movie review positive or negative? <review>"
+# answered in one word (every 4th clearly rated snippet, 1,883 demos), the tuned model ended 13% of held-out
+# continuations after one or two words; its format score on 512 prompts was 0.80 (a quarter of those demos:
+# 0.86), and 0.92 without them (seed 2, Dec 3 2026).
 CONTINUE_INSTRUCTION = "Finish this movie review briefly: {prompt}"
-CLASSIFY_INSTRUCTION = "Is this movie review positive or negative? {prompt}"
-CLASSIFY_MIN_RATING = 1.0
-# Every CLASSIFY_EVERY-th snippet also gives a classify demo. At every 2nd, one-word answers outnumbered the
-# continuations 5 to 2 and the tuned model answered 4% of continuation prompts with "positive"-like words.
-CLASSIFY_EVERY = 4
 
 
 def parse_ground_truth_line(line: str, where: str = "") -> tuple[str, float, str]:
@@ -159,40 +158,22 @@ def make_demo(
     return {"prompt": " ".join(words[:prompt_words]), "completion": " " + " ".join(words[prompt_words:])}
 
 
-def instruction_demos(row: dict[str, Any], index: int) -> list[dict[str, Any]]:
-    """The SFT demonstrations one movie snippet gives, as chat `messages` rows with their `kind`.
+def instruction_demos(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The SFT demonstration one movie snippet gives, as a chat `messages` row with its `kind` (or none).
 
-    - continue: the user asks for a brief end of the review from its first words (CONTINUE_INSTRUCTION, the
-      instruction PPO and evaluation ask with); the assistant answers with the rest of the snippet, for
-      snippets whose rest is at most MAX_CONTINUATION_WORDS words;
-    - classify: every CLASSIFY_EVERY-th snippet rated clearly (|mean rating| >= CLASSIFY_MIN_RATING), the user asks
-      whether the review is positive or negative and the assistant answers in one word.
-    A base model pretrained on raw reviews knows neither form, so SFT has something visible to teach.
+    The user asks for a brief end of the review from its first words (CONTINUE_INSTRUCTION, the instruction PPO
+    and evaluation ask with); the assistant answers with the rest of the snippet, for snippets whose rest is at
+    most MAX_CONTINUATION_WORDS words. A base model pretrained on raw reviews knows neither the chat template
+    nor when to stop, so SFT has something visible to teach.
     """
     demo = make_demo(row["text"])
-    if demo is None:
+    if demo is None or len(demo["completion"].split()) > MAX_CONTINUATION_WORDS:
         return []
-    demos = []
-    if len(demo["completion"].split()) <= MAX_CONTINUATION_WORDS:
-        demos.append(
-            {
-                "messages": [
-                    {"role": "user", "content": CONTINUE_INSTRUCTION.format(prompt=demo["prompt"])},
-                    {"role": "assistant", "content": demo["completion"]},
-                ],
-                "kind": "continue",
-            }
-        )
-    if index % CLASSIFY_EVERY == 0 and abs(row["mean_rating"]) >= CLASSIFY_MIN_RATING:
-        label = "positive" if row["mean_rating"] > 0 else "negative"
-        question = CLASSIFY_INSTRUCTION.format(prompt=" ".join(row["text"].split()))
-        demos.append(
-            {
-                "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": label}],
-                "kind": "classify",
-            }
-        )
-    return demos
+    messages = [
+        {"role": "user", "content": CONTINUE_INSTRUCTION.format(prompt=demo["prompt"])},
+        {"role": "assistant", "content": demo["completion"]},
+    ]
+    return [{"messages": messages, "kind": "continue"}]
 
 
 def sentiment_files(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -202,9 +183,7 @@ def sentiment_files(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
         in_split = [row for row in rows if row["split"] == split]
         files[f"corpus_{split}.jsonl"] = [{"text": row["text"]} for row in in_split]
         movie = [row for row in in_split if row["source"] == "movie"]
-        files[f"demos_{split}.jsonl"] = [
-            demo for i, row in enumerate(movie) for demo in instruction_demos(row, i)
-        ]
+        files[f"demos_{split}.jsonl"] = [demo for row in movie for demo in instruction_demos(row)]
         # PPO and evaluation prompts: the raw first words; recipes ask them in CONTINUE_INSTRUCTION.
         starts = [make_demo(row["text"]) for row in movie]
         files[f"prompts_{split}.jsonl"] = [{"prompt": demo["prompt"]} for demo in starts if demo is not None]

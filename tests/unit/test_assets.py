@@ -128,8 +128,7 @@ def test_read_snippet_archive_and_derived_files():
         user, assistant = demo["messages"]
         assert user["role"] == "user" and user["content"].startswith("Finish this movie review briefly: ")
         assert assistant["role"] == "assistant" and assistant["content"].startswith(" ")
-    for demo in (d for d in demos if d["kind"] == "classify"):
-        assert demo["messages"][1]["content"] in ("positive", "negative")
+    assert all(d["kind"] == "continue" for d in demos)
     starts = [
         d["messages"][0]["content"].removeprefix("Finish this movie review briefly: ") for d in continued
     ]
@@ -143,11 +142,9 @@ def test_continuation_demos_fit_the_sampling_budget():
     limit = sentiment.MAX_CONTINUATION_WORDS
     short = {"text": " ".join(["w"] * (sentiment.PROMPT_WORDS + limit)), "mean_rating": 2.0}
     long = {"text": " ".join(["w"] * (sentiment.PROMPT_WORDS + limit + 1)), "mean_rating": 2.0}
-    assert [d["kind"] for d in sentiment.instruction_demos(short, 0)] == ["continue", "classify"]
-    # Only every CLASSIFY_EVERY-th snippet is also a classify demo: continuations stay the larger share.
-    assert [d["kind"] for d in sentiment.instruction_demos(short, 1)] == ["continue"]
-    # Too long to continue within the budget, still a review to classify; prompts keep its first words.
-    assert [d["kind"] for d in sentiment.instruction_demos(long, 0)] == ["classify"]
+    assert [d["kind"] for d in sentiment.instruction_demos(short)] == ["continue"]
+    # Too long to continue within the budget: no demonstration, but prompts keep its first words.
+    assert sentiment.instruction_demos(long) == []
     prompts = sentiment.sentiment_files([{**long, "source": "movie", "split": "train"}])[
         "prompts_train.jsonl"
     ]
@@ -258,7 +255,7 @@ def test_prepare_sentiment_for_real(tmp_path):
     assert rows["corpus_train.jsonl"] + rows["corpus_heldout.jsonl"] == 23_703
     assert 0.08 < rows["corpus_heldout.jsonl"] / 23_703 < 0.12
     assert rows["prompts_train.jsonl"] > 8_000  # every movie snippet of >= 8 words gives a prompt
-    assert 3_000 < rows["demos_train.jsonl"] < 4_000  # short-ended continue demos + classify demos
+    assert rows["demos_train.jsonl"] == 1_492  # movie snippets whose rest after 4 words is 4-8 words
     snippets, _ = load_dataset_as(cache / "datasets/sentiment/snippets.jsonl", "text")
     first = snippets[0]
     assert first["source"] == "movie" and first["text"].startswith("The Rock is destined")
