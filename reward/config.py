@@ -64,6 +64,14 @@ class Config(StageConfig):
         default=1.0,
         metadata={"help": "Pair two snippets only if their mean human ratings differ by at least this."},
     )
+    max_rating_gap: float | None = field(
+        default=None,
+        metadata={
+            "help": "Leave out training pairs whose ratings differ by more than this (null: keep all). Far-apart "
+            "pairs (a rave against a pan) are learnt by any polarity detector; near pairs make the model order "
+            "texts along the whole rating scale, raves above mild praise."
+        },
+    )
     eval_min_rating_gap: float = field(
         default=0.25,
         metadata={
@@ -152,6 +160,13 @@ class Config(StageConfig):
             self.sources,
         )
         require(self.min_rating_gap > 0, "min_rating_gap", "> 0", self.min_rating_gap)
+        if self.max_rating_gap is not None:
+            require(
+                self.max_rating_gap >= self.min_rating_gap,
+                "max_rating_gap",
+                f">= min_rating_gap ({self.min_rating_gap}), or null",
+                self.max_rating_gap,
+            )
         require(self.eval_min_rating_gap > 0, "eval_min_rating_gap", "> 0", self.eval_min_rating_gap)
         require(self.max_train_pairs >= 1, "max_train_pairs", ">= 1", self.max_train_pairs)
         require(self.snippet_group_size >= 2, "snippet_group_size", ">= 2", self.snippet_group_size)

@@ -132,11 +132,17 @@ def read_snippets(path: str, sources: Iterable[str] = SENTIMENT_SOURCES) -> list
 
 
 def sentiment_pairs(
-    snippets: list[dict], split: str, min_gap: float, max_pairs: int, seed: int, group_size: int = 2
+    snippets: list[dict],
+    split: str,
+    min_gap: float,
+    max_pairs: int,
+    seed: int,
+    group_size: int = 2,
+    max_gap: float | None = None,
 ) -> list[dict]:
     """Preference pairs from human ratings: two texts of `split` whose mean ratings differ by >= `min_gap`.
 
-    The higher-rated text is chosen, the rating difference is the margin and the gap; the prompt is "".
+    With `max_gap`, pairs further apart than that are left out. The higher-rated text is chosen, the rating difference is the margin and the gap; the prompt is "".
     Pairs are drawn at random (deterministically from `seed`) until `max_pairs` distinct pairs are found.
     With `group_size` K > 2 the same number of texts (2 * max_pairs) is drawn instead as groups of K distinct
     texts, each used once, and every pair inside a group whose gap is >= `min_gap` is kept under the group's
@@ -150,7 +156,7 @@ def sentiment_pairs(
             )  # duplicated texts: keep the first rating
     items = sorted(texts.items())  # sorted so the draw does not depend on file order
     if group_size > 2:
-        return _grouped_sentiment_pairs(items, split, min_gap, max_pairs, seed, group_size)
+        return _grouped_sentiment_pairs(items, split, (min_gap, max_gap), max_pairs, seed, group_size)
     rng = random.Random(f"{seed}:{split}")
     seen: set[tuple[int, int]] = set()
     pairs = []
@@ -159,13 +165,23 @@ def sentiment_pairs(
             break
         i, j = rng.sample(range(len(items)), 2)
         rating_i, rating_j = items[i][1], items[j][1]
-        if abs(rating_i - rating_j) < min_gap or (min(i, j), max(i, j)) in seen:
+        if not _gap_fits(abs(rating_i - rating_j), min_gap, max_gap) or (min(i, j), max(i, j)) in seen:
             continue
         seen.add((min(i, j), max(i, j)))
         pairs.append(_rated_pair(items[i], items[j], f"{split}:{i}-{j}"))
     if not pairs:
-        raise DatasetFormatError(f"no '{split}' snippet pairs with a rating gap >= {min_gap}")
+        raise DatasetFormatError(
+            f"no '{split}' snippet pairs with a rating gap {_gap_range(min_gap, max_gap)}"
+        )
     return pairs
+
+
+def _gap_fits(gap: float, min_gap: float, max_gap: float | None) -> bool:
+    return gap >= min_gap and (max_gap is None or gap <= max_gap)
+
+
+def _gap_range(min_gap: float, max_gap: float | None) -> str:
+    return f">= {min_gap}" + (f" and <= {max_gap}" if max_gap is not None else "")
 
 
 def split_by_group(pairs: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -196,7 +212,12 @@ def _rated_pair(first: tuple[str, float], second: tuple[str, float], group: str)
 
 
 def _grouped_sentiment_pairs(
-    items: list[tuple[str, float]], split: str, min_gap: float, max_pairs: int, seed: int, group_size: int
+    items: list[tuple[str, float]],
+    split: str,
+    gaps: tuple[float, float | None],
+    max_pairs: int,
+    seed: int,
+    group_size: int,
 ) -> list[dict]:
     order = list(range(len(items)))
     random.Random(f"{seed}:{split}:groups of {group_size}").shuffle(order)
@@ -206,11 +227,11 @@ def _grouped_sentiment_pairs(
         members = [items[i] for i in order[number * group_size : (number + 1) * group_size]]
         for a in range(group_size):
             for b in range(a + 1, group_size):
-                if abs(members[a][1] - members[b][1]) >= min_gap:
+                if _gap_fits(abs(members[a][1] - members[b][1]), *gaps):
                     pairs.append(_rated_pair(members[a], members[b], f"{split}:group {number}"))
     if not pairs:
         raise DatasetFormatError(
-            f"no '{split}' snippet pairs with a rating gap >= {min_gap} in groups of {group_size}"
+            f"no '{split}' snippet pairs with a rating gap {_gap_range(*gaps)} in groups of {group_size}"
         )
     return pairs
 

@@ -113,6 +113,19 @@ def test_snippet_pairs_split_by_text_and_deterministic(snippets):
     assert sentiment_pairs(rows, "train", 1.0, 100, seed=4) != train
 
 
+@pytest.mark.parametrize("group_size", [2, 6])
+def test_max_rating_gap_keeps_only_near_pairs(snippets, group_size):
+    rows = read_snippets(str(snippets))
+    near = sentiment_pairs(rows, "train", 1.0, 40, seed=3, group_size=group_size, max_gap=2.0)
+    everything = sentiment_pairs(rows, "train", 1.0, 40, seed=3, group_size=group_size)
+    assert near and all(1.0 <= p["gap"] <= 2.0 for p in near)
+    assert any(p["gap"] > 2.0 for p in everything)  # the limit removed pairs that the draw holds
+    with pytest.raises(DatasetFormatError, match="rating gap >= 1.5 and <= 1.9"):  # ratings are whole numbers
+        sentiment_pairs(rows, "train", 1.5, 40, seed=3, group_size=group_size, max_gap=1.9)
+    with pytest.raises(ConfigError, match=r"max_rating_gap: expected >= min_rating_gap \(1.5\)"):
+        parse_config(Config, ["--min_rating_gap", "1.5", "--max_rating_gap", "1.0"])
+
+
 def test_two_shards_train_on_disjoint_texts_and_evaluate_alike(snippets):
     rows = read_snippets(str(snippets))
     halves = [shard_snippets(rows, parse_shard(f"{i}/2")) for i in (0, 1)]
