@@ -142,11 +142,12 @@ def sentiment_pairs(
 ) -> list[dict]:
     """Preference pairs from human ratings: two texts of `split` whose mean ratings differ by >= `min_gap`.
 
-    With `max_gap`, pairs further apart than that are left out. The higher-rated text is chosen, the rating difference is the margin and the gap; the prompt is "".
-    Pairs are drawn at random (deterministically from `seed`) until `max_pairs` distinct pairs are found.
-    With `group_size` K > 2 the same number of texts (2 * max_pairs) is drawn instead as groups of K distinct
-    texts, each used once, and every pair inside a group whose gap is >= `min_gap` is kept under the group's
-    name: scored together, one group gives up to C(K,2) comparisons for K forward passes.
+    With `max_gap`, pairs further apart than that are left out. The higher-rated text is chosen, the rating
+    difference is the margin and the gap; the prompt is "". Pairs are drawn at random (deterministically from
+    `seed`) until `max_pairs` distinct pairs are found. With `group_size` K > 2 the same number of texts
+    (2 * max_pairs) is drawn instead as groups of K distinct texts, each used once, and every pair inside a group
+    whose gap fits is kept under the group's name: scored together, one group gives up to C(K,2) comparisons for
+    K forward passes.
     """
     texts: dict[str, float] = {}
     for row in snippets:
@@ -156,7 +157,7 @@ def sentiment_pairs(
             )  # duplicated texts: keep the first rating
     items = sorted(texts.items())  # sorted so the draw does not depend on file order
     if group_size > 2:
-        return _grouped_sentiment_pairs(items, split, (min_gap, max_gap), max_pairs, seed, group_size)
+        return _grouped_sentiment_pairs(items, split, min_gap, max_gap, max_pairs, seed, group_size)
     rng = random.Random(f"{seed}:{split}")
     seen: set[tuple[int, int]] = set()
     pairs = []
@@ -171,7 +172,7 @@ def sentiment_pairs(
         pairs.append(_rated_pair(items[i], items[j], f"{split}:{i}-{j}"))
     if not pairs:
         raise DatasetFormatError(
-            f"no '{split}' snippet pairs with a rating gap {_gap_range(min_gap, max_gap)}"
+            f"no '{split}' snippet pairs with a rating gap {gap_range(min_gap, max_gap)}"
         )
     return pairs
 
@@ -180,7 +181,8 @@ def _gap_fits(gap: float, min_gap: float, max_gap: float | None) -> bool:
     return gap >= min_gap and (max_gap is None or gap <= max_gap)
 
 
-def _gap_range(min_gap: float, max_gap: float | None) -> str:
+def gap_range(min_gap: float, max_gap: float | None) -> str:
+    """The rating gaps a pair may have, in words: ">= 1.0" or ">= 1.0 and <= 2.0"."""
     return f">= {min_gap}" + (f" and <= {max_gap}" if max_gap is not None else "")
 
 
@@ -214,7 +216,8 @@ def _rated_pair(first: tuple[str, float], second: tuple[str, float], group: str)
 def _grouped_sentiment_pairs(
     items: list[tuple[str, float]],
     split: str,
-    gaps: tuple[float, float | None],
+    min_gap: float,
+    max_gap: float | None,
     max_pairs: int,
     seed: int,
     group_size: int,
@@ -227,11 +230,11 @@ def _grouped_sentiment_pairs(
         members = [items[i] for i in order[number * group_size : (number + 1) * group_size]]
         for a in range(group_size):
             for b in range(a + 1, group_size):
-                if _gap_fits(abs(members[a][1] - members[b][1]), *gaps):
+                if _gap_fits(abs(members[a][1] - members[b][1]), min_gap, max_gap):
                     pairs.append(_rated_pair(members[a], members[b], f"{split}:group {number}"))
     if not pairs:
         raise DatasetFormatError(
-            f"no '{split}' snippet pairs with a rating gap {_gap_range(*gaps)} in groups of {group_size}"
+            f"no '{split}' snippet pairs with a rating gap {gap_range(min_gap, max_gap)} in groups of {group_size}"
         )
     return pairs
 

@@ -174,9 +174,8 @@ def load_pairs(config: Config) -> tuple[list[dict], list[dict], str]:
         )
         origin = (
             f"human-rated snippets {config.snippets_file} (sources {', '.join(config.sources)}; "
-            f"rating gap >= {config.min_rating_gap}"
-            + (f" and <= {config.max_rating_gap}" if config.max_rating_gap is not None else "")
-            + f", held-out >= {config.eval_min_rating_gap}; split by text"
+            f"rating gap {rdata.gap_range(config.min_rating_gap, config.max_rating_gap)}, "
+            f"held-out >= {config.eval_min_rating_gap}; split by text"
             + (f"; groups of {config.snippet_group_size} texts" if config.snippet_group_size > 2 else "")
             + (f"; training texts of shard {config.train_shard})" if shard else ")")
         )

@@ -158,8 +158,8 @@ def make_demo(
     return {"prompt": " ".join(words[:prompt_words]), "completion": " " + " ".join(words[prompt_words:])}
 
 
-def instruction_demos(row: dict[str, Any]) -> list[dict[str, Any]]:
-    """The SFT demonstration one movie snippet gives, as a chat `messages` row with its `kind` (or none).
+def instruction_demo(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The SFT demonstration one movie snippet gives, as a chat `messages` row with its `kind`, or None.
 
     The user asks for a brief end of the review from its first words (CONTINUE_INSTRUCTION, the instruction PPO
     and evaluation ask with); the assistant answers with the rest of the snippet, for snippets whose rest is at
@@ -168,12 +168,12 @@ def instruction_demos(row: dict[str, Any]) -> list[dict[str, Any]]:
     """
     demo = make_demo(row["text"])
     if demo is None or len(demo["completion"].split()) > MAX_CONTINUATION_WORDS:
-        return []
+        return None
     messages = [
         {"role": "user", "content": CONTINUE_INSTRUCTION.format(prompt=demo["prompt"])},
         {"role": "assistant", "content": demo["completion"]},
     ]
-    return [{"messages": messages, "kind": "continue"}]
+    return {"messages": messages, "kind": "continue"}
 
 
 def sentiment_files(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -183,7 +183,7 @@ def sentiment_files(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
         in_split = [row for row in rows if row["split"] == split]
         files[f"corpus_{split}.jsonl"] = [{"text": row["text"]} for row in in_split]
         movie = [row for row in in_split if row["source"] == "movie"]
-        files[f"demos_{split}.jsonl"] = [demo for row in movie for demo in instruction_demos(row)]
+        files[f"demos_{split}.jsonl"] = [demo for demo in map(instruction_demo, movie) if demo]
         # PPO and evaluation prompts: the raw first words; recipes ask them in CONTINUE_INSTRUCTION.
         starts = [make_demo(row["text"]) for row in movie]
         files[f"prompts_{split}.jsonl"] = [{"prompt": demo["prompt"]} for demo in starts if demo is not None]

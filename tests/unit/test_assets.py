@@ -142,9 +142,9 @@ def test_continuation_demos_fit_the_sampling_budget():
     limit = sentiment.MAX_CONTINUATION_WORDS
     short = {"text": " ".join(["w"] * (sentiment.PROMPT_WORDS + limit)), "mean_rating": 2.0}
     long = {"text": " ".join(["w"] * (sentiment.PROMPT_WORDS + limit + 1)), "mean_rating": 2.0}
-    assert [d["kind"] for d in sentiment.instruction_demos(short)] == ["continue"]
+    assert sentiment.instruction_demo(short)["kind"] == "continue"
     # Too long to continue within the budget: no demonstration, but prompts keep its first words.
-    assert sentiment.instruction_demos(long) == []
+    assert sentiment.instruction_demo(long) is None
     prompts = sentiment.sentiment_files([{**long, "source": "movie", "split": "train"}])[
         "prompts_train.jsonl"
     ]
