@@ -38,10 +38,11 @@ class Config(StageConfig):
             "help": "A judge used instead of reward_model: 'vader' or 'module:function' mapping text -> float."
         },
     )
-    value_model: Literal["separate", "policy_head"] = field(
+    value_model: Literal["separate", "policy_head", "none"] = field(
         default="separate",
         metadata={
-            "help": "separate: a critic with its own backbone; policy_head: a scalar head on the policy."
+            "help": "separate: a critic with its own backbone; policy_head: a scalar head on the policy; none: no "
+            "critic (advantage_estimator: rloo)."
         },
     )
     value_model_init: str | None = field(
@@ -161,10 +162,31 @@ class Config(StageConfig):
     vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss."})
     entropy_coef: float = field(default=0.0, metadata={"help": "Weight of the entropy bonus."})
     whiten_advantages: bool = field(default=True, metadata={"help": "Whiten advantages over the batch."})
+    advantage_estimator: Literal["gae", "rloo"] = field(
+        default="gae",
+        metadata={
+            "help": "gae: per-token advantages from the critic (GAE); rloo: each response's total reward minus "
+            "the mean of the other samples_per_prompt - 1 responses to its prompt (no critic needed)."
+        },
+    )
+    samples_per_prompt: int = field(
+        default=1,
+        metadata={
+            "help": "Responses sampled per prompt each step (batch_size counts responses); rloo needs >= 2."
+        },
+    )
 
     # --- reward shaping and KL
     kl_coef: float = field(
         default=0.05, metadata={"help": "KL penalty coefficient beta (initial, if adaptive)."}
+    )
+    kl_loss_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of a per-token KL(policy || reference) loss beside the reward's penalty: the k2 "
+            "estimator 0.5 * (log pi - log pi_ref)^2 on the sampled tokens, whose gradient pulls each token's "
+            "distribution back toward the reference without the noise of a sequence-level penalty (0 = off)."
+        },
     )
     kl_estimator: Literal["k1", "k3"] = field(
         default="k1", metadata={"help": "Per-token KL estimator in the reward."}
@@ -288,6 +310,25 @@ class Config(StageConfig):
             "kl_horizon",
         ):
             require(getattr(self, key) >= 1, key, "an integer >= 1", getattr(self, key))
+        if self.value_model == "none" and self.advantage_estimator == "gae":
+            raise ConfigError(
+                "value_model: 'none' needs advantage_estimator: rloo (GAE needs a critic's values)"
+            )
+        require(
+            self.samples_per_prompt >= 1, "samples_per_prompt", "an integer >= 1", self.samples_per_prompt
+        )
+        require(
+            self.advantage_estimator != "rloo" or self.samples_per_prompt >= 2,
+            "samples_per_prompt",
+            ">= 2 with advantage_estimator: rloo (the baseline is the other responses to the same prompt)",
+            self.samples_per_prompt,
+        )
+        require(
+            self.batch_size % self.samples_per_prompt == 0,
+            "batch_size",
+            "a multiple of samples_per_prompt",
+            self.batch_size,
+        )
         require(
             self.batch_size % self.mini_batch_size == 0,
             "batch_size",
@@ -313,7 +354,7 @@ class Config(StageConfig):
         require(0 <= self.lam <= 1, "lam", "in [0, 1]", self.lam)
         for key in ("cliprange", "cliprange_value", "target_kl"):
             require(getattr(self, key) > 0, key, "> 0", getattr(self, key))
-        for key in ("vf_coef", "entropy_coef", "kl_coef", "ptx_coef"):
+        for key in ("vf_coef", "entropy_coef", "kl_coef", "kl_loss_coef", "ptx_coef"):
             require(getattr(self, key) >= 0, key, ">= 0", getattr(self, key))
         require(
             self.value_learning_rate is None or self.value_learning_rate > 0,

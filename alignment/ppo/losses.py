@@ -106,6 +106,16 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.expm1(log_ratio) - log_ratio
 
 
+def kl_k2_loss(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean per-token k2 estimate 0.5 * (log pi(y_t) - log pi_ref(y_t))^2 over masked tokens, as a loss.
+
+    On tokens sampled from pi its gradient, (log pi - log pi_ref) * grad log pi, is in expectation the
+    gradient of each position's KL(pi || pi_ref) given its prefix (Schulman's note; the k1 estimate as a
+    loss would have zero expected gradient).
+    """
+    return masked_mean(0.5 * (logprobs - ref_logprobs) ** 2, mask)
+
+
 def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
     """Dispatch to `kl_k1` or `kl_k3` by name."""
     if estimator == "k1":
@@ -157,6 +167,21 @@ def gae_advantages(
     advantages = torch.stack(advantages_reversed[::-1], dim=1) * mask
     returns = (advantages + values) * mask
     return advantages, returns
+
+
+def leave_one_out_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_size: int) -> torch.Tensor:
+    """RLOO advantages: each response's total reward minus the mean of its siblings', on every token.
+
+    rewards and mask [batch, len], rows laid out as consecutive groups of `group_size` responses to one
+    prompt. With R_i the sum of response i's per-token rewards (score minus the KL penalty),
+    A_i = R_i - mean_{j != i} R_j (Kool et al. 2019; Ahmadian et al. 2024): a baseline per prompt that
+    needs no critic and does not include the response it judges, so the estimate stays unbiased.
+    """
+    if group_size < 2 or rewards.shape[0] % group_size:
+        raise ValueError(f"batch of {rewards.shape[0]} is not made of groups of {group_size} >= 2")
+    totals = (rewards * mask).sum(dim=1).view(-1, group_size)
+    baselines = (totals.sum(dim=1, keepdim=True) - totals) / (group_size - 1)
+    return (totals - baselines).view(-1, 1) * mask
 
 
 # ---------------------------------------------------------------------------------------------

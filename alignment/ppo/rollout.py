@@ -67,6 +67,7 @@ class Rollouts:
             "response_ids",
             "response_mask",
             "logprobs",
+            "ref_logprobs",
             "values",
             "advantages",
             "returns",
@@ -93,13 +94,13 @@ def sampling_settings(session: Session) -> SamplingSettings:
 
 
 def logprobs_from_sampling(session: Session) -> bool:
-    """Whether old log-probs come from the sampling pass: with a separate critic, which then runs alone.
+    """Whether old log-probs come from the sampling pass: with a separate critic (which then runs alone) or none.
 
     With `policy_head` the values need the policy's own hidden states, so a policy forward runs anyway and
     the log-probs come from it.
     """
     config = session.config
-    return config.logprobs_from_sampling and config.value_model == "separate"
+    return config.logprobs_from_sampling and config.value_model in ("separate", "none")
 
 
 def generate_rollouts(session: Session, rows: list[dict], with_logprobs: bool = False) -> Rollouts:
@@ -159,7 +160,10 @@ def _score_with_models(session: Session, rollouts: Rollouts) -> None:
         )
     else:
         critic = session.accelerator.unwrap_model(session.model).critic
-        rollouts.values = critic_values(critic, rollouts, chunk)
+        if critic is None:  # value_model: none
+            rollouts.values = torch.zeros_like(rollouts.logprobs)
+        else:
+            rollouts.values = critic_values(critic, rollouts, chunk)
     if session.reference is None:  # LoRA: the reference is the policy without its adapter
         policy = session.accelerator.unwrap_model(session.model).policy
         with policy.disable_adapter():
@@ -182,12 +186,18 @@ def penalize(rollouts: Rollouts, kl_coef: float, estimator: str) -> None:
 
 
 def compute_advantages(session: Session, rollouts: Rollouts) -> None:
-    """Step 4: GAE advantages and returns, advantages whitened over the whole batch of every process (in place)."""
+    """Step 4: advantages and returns, advantages whitened over the whole batch of every process (in place).
+
+    GAE needs the critic's values; `rloo` judges each response against the other responses to its prompt
+    (the returns, GAE's, then serve no critic).
+    """
     config = session.config
     mask = rollouts.response_mask.float()
     advantages, returns = losses.gae_advantages(
         rollouts.rewards, rollouts.values, mask, config.gamma, config.lam
     )
+    if config.advantage_estimator == "rloo":
+        advantages = losses.leave_one_out_advantages(rollouts.rewards, mask, config.samples_per_prompt)
     if config.whiten_advantages:
         advantages = losses.masked_whiten(advantages, mask, True, all_reduce(session))
     rollouts.advantages, rollouts.returns = advantages, returns

@@ -220,7 +220,9 @@ def build_roles(config: Config, tokenizer: PreTrainedTokenizerBase) -> Roles:
             shaping.mean, shaping.std = float(stats["mean"]), max(float(stats["std"]), 1e-6)
     judge = load_judge(config.reward_fn, key="reward_fn") if config.reward_fn else None
 
-    if config.value_model == "policy_head":
+    if config.value_model == "none":
+        model = PolicyAndValue(policy)
+    elif config.value_model == "policy_head":
         hidden = policy.config.get_text_config().hidden_size
         model = PolicyAndValue(policy, value_head=fresh_head(hidden))
     else:
@@ -260,6 +262,11 @@ def batch_sizes(config: Config, num_processes: int) -> BatchSizes:
                 f"{key}={getattr(config, key)} is not divisible by the {num_processes} processes"
             )
     local_batch = config.batch_size // num_processes
+    if local_batch % config.samples_per_prompt:  # a prompt's responses are sampled on one process
+        raise ConfigError(
+            f"batch_size per process ({local_batch}) is not divisible by samples_per_prompt "
+            f"({config.samples_per_prompt})"
+        )
     local_mini = config.mini_batch_size // num_processes
     if local_mini % config.gradient_accumulation_steps:
         raise ConfigError(

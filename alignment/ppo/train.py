@@ -5,12 +5,13 @@
 
 Each iteration of the loop in `run` reads top-down:
 
-    step 1. generate  responses to a batch of prompts (KV cache, left padding, stop at EOS)      rollout.py
-    step 2. score     RM / judge score per response; old log-probs, values, reference log-probs  rollout.py
+    step 1. generate  samples_per_prompt responses per prompt (KV cache, stop at EOS)       rollout.py
+    step 2. score     RM / judge scores; old log-probs, values, reference log-probs          rollout.py
     step 3. penalize  per-token rewards: -beta * KL(policy || reference), plus the score at the end
-    step 4. advantage GAE, then whitening over every process's batch
-    step 5. optimize  PPO epochs of clipped policy + clipped value loss (+ entropy, + ptx)      update.py
-    step 6. log       metrics, KL controller, guards, samples, checkpoints                   below
+    step 4. advantage GAE on the critic's values, or each response against its siblings (rloo),
+                      then whitening over every process's batch
+    step 5. optimize  PPO epochs of clipped policy loss (+ value, KL, entropy, ptx terms)   update.py
+    step 6. log       metrics, KL controller, guards, samples, checkpoints                  below
 
 The math is in losses.py (pure, tested by hand); session.py builds the models and the launch.
 """
@@ -64,8 +65,12 @@ def run(config: Config) -> dict[str, float]:
         times = [time.perf_counter()]
         # step 1. generate
         rows = session.prompts.batch(
-            step, config.batch_size, accelerator.process_index, accelerator.num_processes
+            step,
+            config.batch_size // config.samples_per_prompt,
+            accelerator.process_index,
+            accelerator.num_processes,
         )
+        rows = [row for row in rows for _ in range(config.samples_per_prompt)]
         rollouts = generate_rollouts(session, rows, with_logprobs=logprobs_from_sampling(session))
         times.append(time.perf_counter())
         # step 2. score
@@ -93,7 +98,7 @@ def run(config: Config) -> dict[str, float]:
             reward=f"{row['reward/mean']:.3f}",
             score=f"{row['score/mean']:.3f}",
             kl=f"{row['kl']:.3f}",
-            vf=f"{row['value_loss']:.3f}",
+            vf=f"{row.get('value_loss', 0.0):.3f}",
         )
         if step == session.start_step or (config.sample_steps and (step + 1) % config.sample_steps == 0):
             log_samples(session, step + 1, rollouts)
@@ -138,7 +143,9 @@ def step_metrics(
 ) -> dict[str, float]:
     """One row of metrics.jsonl: experience and training statistics averaged over processes, plus timing."""
     accelerator = session.accelerator
-    row = mean_across(accelerator, {**rollout_stats(rollouts, session.kl_controller.value), **train_stats})
+    critic = session.config.value_model != "none"
+    stats = rollout_stats(rollouts, session.kl_controller.value, critic)
+    row = mean_across(accelerator, {**stats, **train_stats})
     tokens = accelerator.reduce(rollouts.response_mask.sum().to(accelerator.device).float(), "sum").item()
     elapsed = times[-1] - times[0]
     row.update(
@@ -153,13 +160,16 @@ def step_metrics(
     return row
 
 
-def rollout_stats(rollouts: Rollouts, kl_coef: float) -> dict[str, float]:
-    """Per-step statistics of the experience itself (this process; averaged across processes later)."""
+def rollout_stats(rollouts: Rollouts, kl_coef: float, critic: bool = True) -> dict[str, float]:
+    """Per-step statistics of the experience itself (this process; averaged across processes later).
+
+    Without a critic (`value_model: none`) there are no values to report.
+    """
     mask = rollouts.response_mask.float()
     k1 = (losses.kl_k1(rollouts.logprobs, rollouts.ref_logprobs) * mask).sum(dim=1)
     k3 = (losses.kl_k3(rollouts.logprobs, rollouts.ref_logprobs) * mask).sum(dim=1)
     total_reward = rollouts.rewards.sum(dim=1)
-    return {
+    stats = {
         "reward/mean": total_reward.mean().item(),
         "reward/std": total_reward.std().item() if len(rollouts) > 1 else 0.0,
         "score/mean": rollouts.scores.mean().item(),
@@ -169,11 +179,15 @@ def rollout_stats(rollouts: Rollouts, kl_coef: float) -> dict[str, float]:
         "kl/k1": k1.mean().item(),
         "kl/k3": k3.mean().item(),
         "kl/coef": kl_coef,
-        "value/mean": losses.masked_mean(rollouts.values, mask).item(),
-        "explained_variance": losses.explained_variance(rollouts.values, rollouts.returns, mask).item(),
         "response/length": mask.sum(dim=1).mean().item(),
         "response/eos_rate": rollouts.ended_with_eos.float().mean().item(),
     }
+    if critic:
+        stats["value/mean"] = losses.masked_mean(rollouts.values, mask).item()
+        stats["explained_variance"] = losses.explained_variance(
+            rollouts.values, rollouts.returns, mask
+        ).item()
+    return stats
 
 
 def mean_across(accelerator, stats: dict[str, float]) -> dict[str, float]:
@@ -217,7 +231,7 @@ def suffixed(scores: dict[str, float], when: str) -> dict[str, float]:
 
 
 def save_final_models(session: Session, metrics: dict[str, Any]) -> None:
-    """Policy (merged if LoRA) with tokenizer and model card to `model/`; the critic to `value_model/`.
+    """Policy (merged if LoRA) with tokenizer and model card to `model/`; the critic (if any) to `value_model/`.
 
     Both folders are written atomically. Every process takes part (ZeRO-3 gathers the full weights).
     """
@@ -240,17 +254,18 @@ def save_final_models(session: Session, metrics: dict[str, Any]) -> None:
             ),
             is_main=accelerator.is_main_process,
         )
-        if unwrapped.critic is not None:
-            backbone, head, note = unwrapped.critic.backbone, unwrapped.critic.head, None
-        else:
-            backbone, head = None, unwrapped.value_head
-            note = {"README.md": "Value head on the policy's last hidden state (see ../model).\n"}
-        save_model_folder(
-            session.run_dir / "value_model",
-            lambda folder: _save_critic(backbone, head, folder, accelerator.is_main_process),
-            extra_files=note,
-            is_main=accelerator.is_main_process,
-        )
+        if unwrapped.has_value_model:
+            if unwrapped.critic is not None:
+                backbone, head, note = unwrapped.critic.backbone, unwrapped.critic.head, None
+            else:
+                backbone, head = None, unwrapped.value_head
+                note = {"README.md": "Value head on the policy's last hidden state (see ../model).\n"}
+            save_model_folder(
+                session.run_dir / "value_model",
+                lambda folder: _save_critic(backbone, head, folder, accelerator.is_main_process),
+                extra_files=note,
+                is_main=accelerator.is_main_process,
+            )
     accelerator.wait_for_everyone()
 
 

@@ -1,9 +1,10 @@
 """The critic, and the one trainable module PPO hands to accelerate: policy and value model together.
 
-Two critic layouts (config `value_model`):
+Critic layouts (config `value_model`):
 - `separate`: its own transformer backbone (by default the reward model's, so it starts out knowing what
   scores well; InstructGPT initialized its value function from the RM) with a scalar head per token;
-- `policy_head`: a scalar head on the policy's last hidden state (cheaper, shares features and gradients).
+- `policy_head`: a scalar head on the policy's last hidden state (cheaper, shares features and gradients);
+- `none`: no critic at all, for advantages that need none (`advantage_estimator: rloo`); values read 0.
 
 `PolicyAndValue` wraps both so DeepSpeed sees a single engine with a single optimizer (a DeepSpeed engine
 holds exactly one model); the policy and critic keep separate parameter groups and learning rates.
@@ -89,9 +90,9 @@ class PolicyAndValue(nn.Module):
         self, policy: nn.Module, critic: ValueModel | None = None, value_head: nn.Linear | None = None
     ):
         super().__init__()
-        if (critic is None) == (value_head is None):
+        if critic is not None and value_head is not None:
             raise ValueError(
-                "PolicyAndValue needs exactly one of `critic` (separate) or `value_head` (policy_head)"
+                "PolicyAndValue takes at most one of `critic` (separate) or `value_head` (policy_head)"
             )
         self.policy = policy
         self.critic = critic
@@ -122,13 +123,23 @@ class PolicyAndValue(nn.Module):
         )
         if shared:
             values = self.value_head(out.hidden_states[-1]).squeeze(-1)
-        else:
+        elif self.critic is not None:
             values = self.critic(input_ids, attention_mask, position_ids)
+        else:
+            values = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
         return out.logits, values
+
+    @property
+    def has_value_model(self) -> bool:
+        """Whether a critic or a value head is trained beside the policy."""
+        return self.critic is not None or self.value_head is not None
 
     def parameter_groups(self, policy_lr: float, value_lr: float) -> list[dict]:
         """Optimizer groups: the policy's trainable weights, and the critic's (or the shared head's)."""
-        value_module = self.critic if self.critic is not None else self.value_head
         policy_params = [p for p in self.policy.parameters() if p.requires_grad]
-        value_params = [p for p in value_module.parameters() if p.requires_grad]
-        return [{"params": policy_params, "lr": policy_lr}, {"params": value_params, "lr": value_lr}]
+        groups = [{"params": policy_params, "lr": policy_lr}]
+        if self.has_value_model:
+            value_module = self.critic if self.critic is not None else self.value_head
+            value_params = [p for p in value_module.parameters() if p.requires_grad]
+            groups.append({"params": value_params, "lr": value_lr})
+        return groups

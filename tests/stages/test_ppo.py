@@ -141,6 +141,33 @@ def test_reward_rises_and_kl_is_reported(tiny_model_dir, judge_path, tmp_path):
     assert list((out / "tensorboard").iterdir())
 
 
+def test_leave_one_out_baseline_without_a_critic_raises_the_score(tiny_model_dir, judge_path, tmp_path):
+    # Four responses to each of four prompts per step; each is judged against its three siblings.
+    out = tmp_path / "rloo"
+    config = tiny_config(
+        tiny_model_dir,
+        judge_path,
+        out,
+        max_steps=20,
+        ppo_epochs=4,
+        value_model="none",
+        advantage_estimator="rloo",
+        samples_per_prompt=4,
+        sample_steps=1,
+    )
+    run(config)
+    rows = [r for r in read_metrics(out) if "reward/mean" in r]
+    start = sum(r["score/mean"] for r in rows[:3]) / 3
+    end = sum(r["score/mean"] for r in rows[-3:]) / 3
+    assert end > start + 0.5, (start, end)
+    assert "value_loss" not in rows[-1] and "explained_variance" not in rows[-1]
+    assert (out / "model" / "model.safetensors").exists() and not (out / "value_model").exists()
+    # the logged samples of a step are four responses to one prompt
+    first = json.loads((out / "samples.jsonl").read_text().splitlines()[0])
+    prompts = {line.split(" -> ")[0] for line in first["text"].splitlines()}
+    assert len(prompts) == 1, first
+
+
 def test_resume_continues_the_same_run(tiny_model_dir, judge_path, tmp_path):
     straight = tmp_path / "straight"
     run(tiny_config(tiny_model_dir, judge_path, straight, max_steps=4, save_steps=2))
@@ -425,6 +452,12 @@ def test_config_errors_name_the_key():
         build_config(Config, {"reward_model": None, "reward_fn": "no_colon"})
     with pytest.raises(ConfigError, match="kl_estimator"):
         build_config(Config, {"kl_estimator": "k2"})
+    with pytest.raises(ConfigError, match="samples_per_prompt"):
+        build_config(Config, {"advantage_estimator": "rloo"})
+    with pytest.raises(ConfigError, match="value_model"):
+        build_config(Config, {"value_model": "none"})
+    with pytest.raises(ConfigError, match="samples_per_prompt"):
+        build_config(Config, {"batch_size": 32, "mini_batch_size": 8, "samples_per_prompt": 3})
 
 
 @pytest.mark.parametrize("recipe", ["tiny.yaml", "smollm2-135m.yaml"])

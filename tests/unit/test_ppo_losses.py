@@ -201,3 +201,43 @@ def test_causal_lm_loss_ignores_padding():
     logits = torch.zeros(1, 3, 4)  # uniform -> each real target costs log 4
     ids = torch.tensor([[0, 1, 2]])
     assert losses.causal_lm_loss(logits, ids, torch.tensor([[1, 1, 0]])).item() == pytest.approx(math.log(4))
+
+
+def test_leave_one_out_advantages_use_the_other_responses_to_the_same_prompt():
+    # Two prompts x three responses; per-token rewards sum to totals 1, 2, 6 and 0, 0, 3 (padding ignored).
+    rewards = t(
+        [[0.5, 0.5, 9.0], [2.0, 0.0, 0.0], [6.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 2.0, 0.0]]
+    )
+    mask = t([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 1, 1]])
+    advantages = losses.leave_one_out_advantages(rewards, mask, group_size=3)
+    # group 1: 1 - (2 + 6) / 2 = -3, 2 - (1 + 6) / 2 = -1.5, 6 - (1 + 2) / 2 = 4.5
+    # group 2: 0 - (0 + 3) / 2 = -1.5 twice, 3 - 0 = 3; every real token carries its response's advantage
+    expected = [
+        [-3.0, -3.0, 0.0],
+        [-1.5, 0.0, 0.0],
+        [4.5, 4.5, 4.5],
+        [-1.5, 0.0, 0.0],
+        [-1.5, -1.5, 0.0],
+        [3.0, 3.0, 3.0],
+    ]
+    assert advantages.tolist() == expected
+    with pytest.raises(ValueError, match="groups of 4"):
+        losses.leave_one_out_advantages(rewards, mask, group_size=4)
+
+
+def test_k2_loss_gradient_is_the_kl_gradient_in_expectation():
+    # One position, vocabulary of 3: weighting the k2 loss of each token by its probability under pi (the
+    # expectation over sampled tokens, with pi held fixed as the sampling distribution) gives the gradient of
+    # the exact KL(pi || pi_ref); the k1 estimate used as a loss would give zero.
+    logits = torch.tensor([0.3, -1.0, 0.8], requires_grad=True)
+    ref_logprobs = torch.log_softmax(torch.tensor([1.0, 0.0, -0.5]), dim=0)
+    logprobs = torch.log_softmax(logits, dim=0)
+    exact = (logprobs.exp() * (logprobs - ref_logprobs)).sum()
+    (expected_exact,) = torch.autograd.grad(exact, logits, retain_graph=True)
+    probs = logprobs.exp().detach()
+    expected_k2 = torch.zeros(3)
+    for token in range(3):
+        loss = losses.kl_k2_loss(logprobs[token].view(1, 1), ref_logprobs[token].view(1, 1), t([[1]]))
+        (grad,) = torch.autograd.grad(loss, logits, retain_graph=True)
+        expected_k2 += probs[token] * grad
+    assert expected_k2.tolist() == pytest.approx(expected_exact.tolist(), abs=1e-6)
