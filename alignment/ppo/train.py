@@ -94,12 +94,8 @@ def run(config: Config) -> dict[str, float]:
         # step 6. log, adapt the KL coefficient, guard, checkpoint
         row = step_metrics(session, rollouts, train_stats, times)
         session.logger.log(step + 1, row)
-        progress.set_postfix(
-            reward=f"{row['reward/mean']:.3f}",
-            score=f"{row['score/mean']:.3f}",
-            kl=f"{row['kl']:.3f}",
-            vf=f"{row.get('value_loss', 0.0):.3f}",
-        )
+        shown = {"reward": "reward/mean", "score": "score/mean", "kl": "kl", "vf": "value_loss"}
+        progress.set_postfix({name: f"{row[key]:.3f}" for name, key in shown.items() if key in row})
         if step == session.start_step or (config.sample_steps and (step + 1) % config.sample_steps == 0):
             log_samples(session, step + 1, rollouts)
         control_kl(session, step + 1, row["kl"])
