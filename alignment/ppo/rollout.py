@@ -188,14 +188,17 @@ def penalize(rollouts: Rollouts, kl_coef: float, estimator: str) -> None:
 def compute_advantages(session: Session, rollouts: Rollouts) -> None:
     """Step 4: advantages and returns, advantages whitened over the whole batch of every process (in place).
 
-    GAE needs the critic's values; `rloo` judges each response against the other responses to its prompt
-    (the returns, GAE's, then serve no critic).
+    GAE needs the critic's values; `rloo` judges each response against the other responses to its prompt.
+    The returns (GAE's) are the critic's targets: without a critic there are none to compute.
     """
     config = session.config
     mask = rollouts.response_mask.float()
-    advantages, returns = losses.gae_advantages(
-        rollouts.rewards, rollouts.values, mask, config.gamma, config.lam
-    )
+    if config.advantage_estimator == "gae" or config.value_model != "none":
+        advantages, returns = losses.gae_advantages(
+            rollouts.rewards, rollouts.values, mask, config.gamma, config.lam
+        )
+    else:
+        returns = torch.zeros_like(mask)
     if config.advantage_estimator == "rloo":
         advantages = losses.leave_one_out_advantages(rollouts.rewards, mask, config.samples_per_prompt)
     if config.whiten_advantages:

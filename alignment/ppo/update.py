@@ -163,29 +163,27 @@ def ppo_loss(session: Session, micro: dict[str, torch.Tensor], ptx: tuple | None
     mask = micro["response_mask"].float()
     response_logits = scaled_logits(response_logits, config.temperature)
     new_logprobs = token_logprobs(response_logits, micro["response_ids"])
-    new_values = response_values.float()
     pg_loss, pg_stats = losses.clipped_policy_loss(
         new_logprobs, micro["logprobs"], micro["advantages"], mask, config.cliprange
     )
-    if config.value_model == "none":
-        vf_loss, vf_stats = torch.zeros((), device=new_values.device), {}
-    else:
-        vf_loss, vf_stats = losses.clipped_value_loss(
-            new_values, micro["values"], micro["returns"], mask, config.cliprange_value
-        )
     if config.entropy_coef:
         entropy = losses.masked_mean(losses.entropy_from_logits(response_logits), mask)
     else:  # only logged: outside the graph, it costs no softmax backward over the vocabulary
         with torch.no_grad():
             entropy = losses.masked_mean(losses.entropy_from_logits(response_logits), mask)
-    loss = pg_loss + config.vf_coef * vf_loss - config.entropy_coef * entropy
-    stats = {"policy_loss": pg_loss.detach(), "entropy": entropy.detach(), **pg_stats}
+    loss, stats = pg_loss, {"policy_loss": pg_loss.detach(), **pg_stats}
+    if config.value_model != "none":
+        vf_loss, vf_stats = losses.clipped_value_loss(
+            response_values.float(), micro["values"], micro["returns"], mask, config.cliprange_value
+        )
+        loss = loss + config.vf_coef * vf_loss
+        stats.update(value_loss=vf_loss.detach(), **vf_stats)
+    loss = loss - config.entropy_coef * entropy
+    stats["entropy"] = entropy.detach()
     if config.kl_loss_coef:
         kl_loss = losses.kl_k2_loss(new_logprobs, micro["ref_logprobs"], mask)
         loss = loss + config.kl_loss_coef * kl_loss
         stats["kl_loss"] = kl_loss.detach()
-    if config.value_model != "none":
-        stats.update(value_loss=vf_loss.detach(), **vf_stats)
     if ptx_loss is not None:
         loss = loss + config.ptx_coef * ptx_loss
         stats["ptx_loss"] = ptx_loss.detach()
