@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from alignment.core.config import RESUME_HELP, StageConfig, require
+from alignment.core.config import PRECISION_HELP, RESUME_HELP, StageConfig, require
 from alignment.core.errors import ConfigError
 from reward.data import SENTIMENT_SOURCES, parse_shard
 
@@ -106,6 +106,7 @@ class Config(StageConfig):
     max_length: int = field(
         default=128, metadata={"help": "Tokens per text (prompt + completion); longer is cut."}
     )
+    precision: Literal["fp32", "bf16", "auto"] = field(default="fp32", metadata={"help": PRECISION_HELP})
     max_indistinguishable_fraction: float = field(
         default=0.01,
         metadata={"help": "Fail when more than this share of pairs become identical after truncation."},

@@ -265,7 +265,7 @@ def run(config: Config) -> dict[str, Any]:
         data_seed=config.seed,
         dataset_num_proc=None,
         dataloader_pin_memory=False,  # no accelerator to pin for on CPU (and a warning per epoch)
-        **trainer_backend_kwargs(),
+        **trainer_backend_kwargs(config.precision),
     )
     trainer = WeightedRewardTrainer(
         model=model,

@@ -29,6 +29,11 @@ RESUME_HELP = (
     "auto: continue from the newest complete checkpoint in the run folder, if any (refused when the config "
     "changed); never: start fresh; or a checkpoint folder to continue from."
 )
+PRECISION_HELP = (
+    "fp32; bf16: bfloat16 autocast for the forward and backward passes (weights and optimizer stay fp32), "
+    "faster on GPUs and on CPUs with AVX-512 BF16 or AMX, far slower on AVX2-only CPUs; auto: bf16 where it "
+    "is fast, fp32 elsewhere."
+)
 
 
 @dataclass

@@ -93,14 +93,36 @@ def fill_deepspeed_batch_sizes(
     ds_config["train_batch_size"] = micro_batch_size * gradient_accumulation_steps * accelerator.num_processes
 
 
-def trainer_backend_kwargs() -> dict[str, Any]:
+def resolve_precision(precision: str) -> str:
+    """'auto' -> 'bf16' where bfloat16 is fast (a CUDA GPU, or a CPU with AVX-512 BF16 or AMX), else 'fp32'.
+
+    On an AVX2-only CPU bf16 matmuls are emulated and far slower than fp32, so a recipe that should run
+    anywhere asks for 'auto'. (torch exposes the CPU checks only under private names; missing means no.)
+    """
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available():
+        return "bf16"
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    fast = any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return "bf16" if fast else "fp32"
+
+
+def trainer_backend_kwargs(precision: str = "fp32") -> dict[str, Any]:
     """Arguments for a transformers/TRL `TrainingArguments` that keep it working on CPU.
 
     TRL configs default to bf16 and activation checkpointing, which are slow or unsupported on CPU.
+    `precision` ('fp32', 'bf16' or 'auto', see `resolve_precision`) can ask for bfloat16 autocast on CPU too.
     """
+    if precision == "auto":
+        precision = resolve_precision(precision)
+        if is_main_process():
+            print(f"[precision] auto: {precision}", flush=True)
     if torch.cuda.is_available():
-        return {}
-    kwargs: dict[str, Any] = {"bf16": False, "fp16": False}
+        return {"bf16": True} if precision == "bf16" else {}
+    kwargs: dict[str, Any] = {"bf16": precision == "bf16", "fp16": False}
+    if precision == "bf16" and not uses_deepspeed():
+        kwargs["use_cpu"] = True  # transformers refuses bf16 without a GPU unless told the CPU is meant
     if world_size() > 1:
         kwargs["ddp_backend"] = "gloo"
         if not uses_deepspeed():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from alignment.core.config import RESUME_HELP, StageConfig, require
+from alignment.core.config import PRECISION_HELP, RESUME_HELP, StageConfig, require
 
 ARCHITECTURES = {"causal_lm": ("gpt2", "llama"), "masked_lm": ("bert",), "span_corruption": ("t5",)}
 
@@ -111,6 +111,7 @@ class Config(StageConfig):
             "the shipped recipes, since it makes the result depend on the machine's speed."
         },
     )
+    precision: Literal["fp32", "bf16", "auto"] = field(default="fp32", metadata={"help": PRECISION_HELP})
     resume: str = field(default="auto", metadata={"help": RESUME_HELP})
     stop_after_step: int | None = field(
         default=None,

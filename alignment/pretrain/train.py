@@ -243,7 +243,7 @@ def training_arguments(config: Config) -> TrainingArguments:
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=not is_main_process(),
-        **trainer_backend_kwargs(),
+        **trainer_backend_kwargs(config.precision),
     )
 
 

@@ -1,0 +1,28 @@
+"""`precision: auto` picks bf16 only where the CPU computes it natively, and the Trainer arguments follow."""
+
+import pytest
+import torch
+
+from alignment.core import launch
+
+
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "expected"),
+    [(True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")],
+)
+def test_auto_precision_follows_the_cpu(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert launch.resolve_precision("auto") == expected
+    kwargs = launch.trainer_backend_kwargs("auto")
+    assert kwargs["bf16"] is (expected == "bf16")
+    # transformers refuses bf16 without a GPU unless the CPU is named as the device
+    assert kwargs.get("use_cpu", False) is (expected == "bf16")
+
+
+def test_explicit_precision_is_kept(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert launch.resolve_precision("bf16") == "bf16"
+    assert launch.trainer_backend_kwargs("fp32") == {"bf16": False, "fp16": False}
