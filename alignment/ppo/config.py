@@ -202,6 +202,17 @@ class Config(StageConfig):
         default=None,
         metadata={"help": "Sequence KL above which the run stops or backs off (null = no guard)."},
     )
+    kl_budget: float | None = field(
+        default=None,
+        metadata={
+            "help": "End the run (and save its policy) once the mean sequence KL of the last kl_budget_window "
+            "steps' rollouts reaches this many nats: how far from the reference the run may go, whatever its "
+            "seed makes of the KL coefficient (null = run max_steps)."
+        },
+    )
+    kl_budget_window: int = field(
+        default=10, metadata={"help": "Steps whose rollout KL is averaged for kl_budget."}
+    )
     kl_ceiling_action: Literal["stop", "backoff"] = field(
         default="stop",
         metadata={"help": "At the ceiling: stop (with a checkpoint) or double beta and go on."},
@@ -363,6 +374,8 @@ class Config(StageConfig):
             self.value_learning_rate,
         )
         require(self.kl_ceiling is None or self.kl_ceiling > 0, "kl_ceiling", "> 0 or null", self.kl_ceiling)
+        require(self.kl_budget is None or self.kl_budget > 0, "kl_budget", "> 0 or null", self.kl_budget)
+        require(self.kl_budget_window >= 1, "kl_budget_window", ">= 1", self.kl_budget_window)
         require(self.score_clip is None or self.score_clip > 0, "score_clip", "> 0 or null", self.score_clip)
         require(
             self.ptx_coef == 0 or self.ptx_data is not None,

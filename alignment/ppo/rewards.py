@@ -9,6 +9,7 @@ in `losses.penalized_rewards`; this module holds the sequence-level part and the
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -89,21 +90,35 @@ class ScoreShaping:
 
 
 class FixedKLController:
-    """A constant KL coefficient beta."""
+    """A constant KL coefficient beta; remembers the last `window` steps' KL (for the run's KL budget)."""
 
-    def __init__(self, value: float):
+    def __init__(self, value: float, window: int = 10):
         self.value = value
+        self.recent_kl: deque[float] = deque(maxlen=window)
+
+    def observe(self, current_kl: float, n_samples: int) -> None:
+        """Record one step's mean sequence KL, then adapt beta (`update`)."""
+        self.recent_kl.append(current_kl)
+        self.update(current_kl, n_samples)
 
     def update(self, current_kl: float, n_samples: int) -> None:
         """Nothing adapts."""
 
+    def mean_recent_kl(self) -> float | None:
+        """Mean KL of the last `window` steps; None until that many steps were seen."""
+        if len(self.recent_kl) < (self.recent_kl.maxlen or 0):
+            return None
+        return sum(self.recent_kl) / len(self.recent_kl)
+
     def state_dict(self) -> dict:
-        """For checkpoints."""
-        return {"value": self.value}
+        """For checkpoints: a resumed run sees the same window as an uninterrupted one."""
+        return {"value": self.value, "recent_kl": list(self.recent_kl)}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore from a checkpoint."""
         self.value = state["value"]
+        self.recent_kl.clear()
+        self.recent_kl.extend(state.get("recent_kl", []))
 
 
 class AdaptiveKLController(FixedKLController):
@@ -113,8 +128,8 @@ class AdaptiveKLController(FixedKLController):
     with K_beta = n_samples / horizon (the paper's K_beta = 0.1 per step over its horizon).
     """
 
-    def __init__(self, value: float, target: float, horizon: int):
-        super().__init__(value)
+    def __init__(self, value: float, target: float, horizon: int, window: int = 10):
+        super().__init__(value, window)
         self.target = target
         self.horizon = horizon
 

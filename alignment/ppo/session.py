@@ -44,7 +44,15 @@ from alignment.ppo.sampler import Sampler, build_sampler
 from alignment.ppo.value import PolicyAndValue, critic_from_causal_lm, critic_from_reward_model, fresh_head
 
 # Keys that may change between a run and its resumption without mixing two runs.
-RESUMABLE = {"max_steps", "sample_steps", "kl_ceiling", "kl_ceiling_action", "eval_data", "max_eval_samples"}
+RESUMABLE = {
+    "max_steps",
+    "sample_steps",
+    "kl_ceiling",
+    "kl_ceiling_action",
+    "kl_budget",
+    "eval_data",
+    "max_eval_samples",
+}
 
 
 @dataclass
@@ -93,7 +101,7 @@ class Session:
     run_dir: Path
     sizes: BatchSizes
     start_step: int
-    end_step: int  # max_steps, or the step a finished run stopped early at (select_patience)
+    end_step: int  # max_steps, or the step a finished run stopped early at (select_patience, kl_budget)
     resumed: bool
     held_out: HeldOut | None = None  # set right after construction (it reads the session)
 
@@ -145,9 +153,11 @@ def setup(config: Config) -> Session:
         PtxSource(config.ptx_data, tokenizer, config.ptx_max_length, config.seed) if config.ptx_coef else None
     )
     if config.adaptive_kl:
-        kl_controller = AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
+        kl_controller = AdaptiveKLController(
+            config.kl_coef, config.target_kl, config.kl_horizon, config.kl_budget_window
+        )
     else:
-        kl_controller = FixedKLController(config.kl_coef)
+        kl_controller = FixedKLController(config.kl_coef, config.kl_budget_window)
 
     start_step, end_step = 0, config.max_steps
     if checkpoint is not None:

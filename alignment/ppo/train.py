@@ -98,7 +98,9 @@ def run(config: Config) -> dict[str, float]:
         progress.set_postfix({name: f"{row[key]:.3f}" for name, key in shown.items() if key in row})
         if step == session.start_step or (config.sample_steps and (step + 1) % config.sample_steps == 0):
             log_samples(session, step + 1, rollouts)
-        control_kl(session, step + 1, row["kl"])
+        if control_kl(session, step + 1, row["kl"]):
+            last_step, stopped_early = step + 1, True
+            break
         if held_out.due(session, step + 1):
             held_out.evaluate(session, step + 1, "during")
             if held_out.patience_spent(session):
@@ -203,18 +205,30 @@ def log_samples(session: Session, step: int, rollouts: Rollouts) -> None:
     session.logger.log_text(step, "samples", "\n".join(lines))
 
 
-def control_kl(session: Session, step: int, kl: float) -> None:
-    """Adapt beta toward the target KL, and enforce the KL ceiling (stop, or double beta)."""
+def control_kl(session: Session, step: int, kl: float) -> bool:
+    """Adapt beta toward the target KL and enforce the KL ceiling (stop, or double beta).
+
+    Returns True when the run has spent its KL budget: the mean KL of the last `kl_budget_window` steps
+    reached `kl_budget`, so the loop ends here and this step's policy is the one saved.
+    """
     config = session.config
-    session.kl_controller.update(kl, config.batch_size)
+    session.kl_controller.observe(kl, config.batch_size)
+    recent = session.kl_controller.mean_recent_kl()
+    if config.kl_budget is not None and recent is not None and recent >= config.kl_budget:
+        session.log(
+            f"KL budget spent at step {step}: mean KL of the last {config.kl_budget_window} steps "
+            f"{recent:.2f} >= {config.kl_budget}; stopping"
+        )
+        return True
     if config.kl_ceiling is None or kl <= config.kl_ceiling:
-        return
+        return False
     if config.kl_ceiling_action == "stop":
         session.halt(f"KL {kl:.3f} above kl_ceiling {config.kl_ceiling} at step {step}", step)
     session.kl_controller.value *= 2.0
     session.log(
         f"KL {kl:.3f} above kl_ceiling {config.kl_ceiling}: beta doubled to {session.kl_controller.value:.4g}"
     )
+    return False
 
 
 def suffixed(scores: dict[str, float], when: str) -> dict[str, float]:

@@ -441,6 +441,35 @@ def test_kl_ceiling_stops(tiny_model_dir, judge_path, tmp_path):
         run(tiny_config(tiny_model_dir, judge_path, out, max_steps=6, kl_ceiling=1e-4, learning_rate=1e-2))
 
 
+def test_kl_budget_stops_at_the_first_step_that_spends_it_and_resume_keeps_the_window(
+    tiny_model_dir, judge_path, tmp_path
+):
+    options = dict(max_steps=6, learning_rate=1e-2, kl_budget_window=3, save_steps=2)
+    free = tmp_path / "free"
+    run(tiny_config(tiny_model_dir, judge_path, free, **options))
+    kl = {r["step"]: r["kl"] for r in read_metrics(free) if "reward/mean" in r}
+    window_mean = {step: sum(kl[s] for s in range(step - 2, step + 1)) / 3 for step in range(3, 7)}
+    budget = max(window_mean[3], window_mean[4])
+    expected = min(step for step, mean in window_mean.items() if mean >= budget)
+    assert expected in (3, 4)
+
+    capped = tmp_path / "capped"
+    final = run(tiny_config(tiny_model_dir, judge_path, capped, kl_budget=budget, **options))
+    assert final["steps"] == expected
+    assert max(r["step"] for r in read_metrics(capped) if "reward/mean" in r) == expected
+    assert (capped / "model" / "model.safetensors").exists()
+    # the rerun of a finished run does not train on past its budget
+    assert (
+        run(tiny_config(tiny_model_dir, judge_path, capped, kl_budget=budget, **options))["steps"] == expected
+    )
+
+    # stopped after step 2 and resumed: only a restored window (steps 1-2) can stop it at step 3 or 4
+    resumed = tmp_path / "resumed"
+    run(tiny_config(tiny_model_dir, judge_path, resumed, **{**options, "max_steps": 2}))
+    final = run(tiny_config(tiny_model_dir, judge_path, resumed, kl_budget=budget, resume="auto", **options))
+    assert final["steps"] == expected
+
+
 def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="reward_model / reward_fn"):
         build_config(Config, {"reward_model": None})
