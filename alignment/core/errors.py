@@ -15,7 +15,7 @@ import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 T = TypeVar("T")
 USER_ERROR_EXIT = 2
@@ -67,14 +67,14 @@ def run_cli(command: str, body: Callable[[list[str]], T], argv: list[str] | None
         os.environ[DEBUG_ENV] = "1"  # child processes (the pipeline's stages) debug too
     rank = os.environ.get("RANK", "0")
     try:
-        return body(argv)
+        result = body(argv)
     except UserError as err:
         if debug:
             raise
         where = _save_traceback(command)
         if rank == "0":  # under `accelerate launch` every rank fails the same way: say it once
             print(f"alignment {command}: error: {one_line(err)} (traceback: {where})", file=sys.stderr)
-        raise SystemExit(USER_ERROR_EXIT) from None
+        _exit(USER_ERROR_EXIT)
     except KeyboardInterrupt:
         if debug:
             raise
@@ -84,12 +84,29 @@ def run_cli(command: str, body: Callable[[list[str]], T], argv: list[str] | None
                 "complete checkpoint",
                 file=sys.stderr,
             )
-        raise SystemExit(INTERRUPT_EXIT) from None
+        _exit(INTERRUPT_EXIT)
     finally:
         if previous is None:
             os.environ.pop(DEBUG_ENV, None)
         else:
             os.environ[DEBUG_ENV] = previous
+    if _launched_with_peers():
+        _exit(0)
+    return result
+
+
+def _launched_with_peers() -> bool:
+    """True in one process of a multi-process `accelerate launch` (torchrun sets WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit with `code`; a process of a multi-process launch skips the interpreter's teardown (see launch.py)."""
+    if _launched_with_peers():
+        from alignment.core.launch import exit_launched_process  # lazy: torch is loaded in such a process
+
+        exit_launched_process(code)
+    raise SystemExit(code) from None
 
 
 def _save_traceback(command: str) -> str:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import copy
 import os
 import random
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -132,17 +133,25 @@ def trainer_backend_kwargs(precision: str = "fp32") -> dict[str, Any]:
     return kwargs
 
 
-def finish_distributed(accelerator: Any) -> None:
-    """Let every rank arrive, then tear the process group down before the interpreter exits.
+def exit_launched_process(exit_code: int) -> NoReturn:
+    """End one process of a multi-process launch, its outputs written, without the interpreter's teardown.
 
-    Left to exit on its own, gloo's worker threads can be destroyed while still joinable ("terminate called
-    without an active exception", SIGABRT on one rank): a finished run then reports a failure.
+    On success every rank first meets the others and the process group is destroyed. Even so, gloo's C++
+    teardown at interpreter exit aborted a finished 2-process ZeRO-3 run in CI ("terminate called without an
+    active exception", SIGABRT on rank 0), so `accelerate launch` reported a failure for a run whose outputs
+    were all saved. `os._exit` skips that teardown; logging and the standard streams are flushed first.
     """
+    import logging
+
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        accelerator.wait_for_everyone()
+    if exit_code == 0 and dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)
 
 
 def seed_everything(seed: int) -> None:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from alignment.core.config import parse_config
 from alignment.core.errors import run_cli
-from alignment.core.launch import finish_distributed, gathered_parameters
+from alignment.core.launch import gathered_parameters
 from alignment.core.logging import write_model_card
 from alignment.core.runs import save_model_folder
 from alignment.ppo import losses
@@ -128,7 +128,6 @@ def run(config: Config) -> dict[str, float]:
     if config.save_model:
         save_final_models(session, final)
     session.logger.close()
-    finish_distributed(accelerator)
     return final
 
 

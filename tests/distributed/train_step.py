@@ -15,8 +15,8 @@ from accelerate import Accelerator
 
 from alignment.core.launch import (
     accelerator_kwargs,
+    exit_launched_process,
     fill_deepspeed_batch_sizes,
-    finish_distributed,
     prepare_cpu_distributed,
 )
 from alignment.core.models import build_causal_lm
@@ -46,7 +46,7 @@ def main() -> None:
         "losses": losses,
     }
     Path(sys.argv[1], f"rank{accelerator.process_index}.json").write_text(json.dumps(report))
-    finish_distributed(accelerator)
+    exit_launched_process(0)
 
 
 if __name__ == "__main__":
