@@ -244,11 +244,12 @@ class Config(StageConfig):
         default=0.3,
         metadata={"help": "Share of GPU memory the vLLM engine may take (generation_backend: vllm)."},
     )
-    precision: Literal["fp32", "bf16"] = field(
+    precision: Literal["fp32", "bf16", "auto"] = field(
         default="fp32",
         metadata={
             "help": "bf16: autocast sampling and forward passes to bfloat16 (weights, optimizer and losses stay "
-            "fp32). Faster on GPUs and CPUs with AVX-512 BF16/AMX; far slower on AVX2-only CPUs (measured: README)."
+            "fp32). Faster on GPUs and CPUs with AVX-512 BF16/AMX; far slower on AVX2-only CPUs (measured: "
+            "README); auto: bf16 where it is fast, fp32 elsewhere (config.yaml records the choice)."
         },
     )
     packing: bool = field(

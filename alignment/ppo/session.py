@@ -26,6 +26,7 @@ from alignment.core.launch import (
     forward_module,
     prepare_cpu_distributed,
     prepare_frozen_model,
+    resolve_precision,
     seed_everything,
     set_gradient_clipping,
     world_size,
@@ -128,6 +129,7 @@ def setup(config: Config) -> Session:
     """Build the four roles, prepare them for this launch, load the data, and resume if asked."""
     prepare_cpu_distributed()
     seed_everything(config.seed)
+    config.precision = resolve_precision(config.precision)
     checkpoint = resume_checkpoint(config, RESUMABLE)  # before start_run rewrites config.yaml
     run_dir = start_run(config)
     tokenizer = load_tokenizer(resolve_path(config.model), padding_side="left")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from alignment.core.config import RESUME_HELP, ConfigError, StageConfig, require
+from alignment.core.config import PRECISION_HELP, RESUME_HELP, ConfigError, StageConfig, require
 
 
 @dataclass
@@ -95,6 +95,7 @@ class Config(StageConfig):
     )
     save_steps: int = field(default=100, metadata={"help": "Write a checkpoint every N steps (0: none)."})
     save_total_limit: int = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
+    precision: Literal["fp32", "bf16", "auto"] = field(default="fp32", metadata={"help": PRECISION_HELP})
     resume: str = field(default="auto", metadata={"help": RESUME_HELP})
     num_samples: int = field(
         default=4, metadata={"help": "Greedy samples from held-out prompts at each evaluation."}

@@ -153,7 +153,7 @@ def build_training_args(config: Config, run_dir: Path, has_eval: bool, resuming:
         dataloader_pin_memory=torch.cuda.is_available(),
         # Gradual unfreezing leaves blocks without gradients in early steps; DDP must expect that.
         ddp_find_unused_parameters=True if config.unfreeze_every else None,
-        **trainer_backend_kwargs(),
+        **trainer_backend_kwargs(config.precision),
     )
 
 

@@ -495,3 +495,21 @@ def test_recipes_parse(recipe):
 
     config = parse_config(Config, ["--config", str(Path(__file__).parents[2] / "configs" / "ppo" / recipe)])
     assert config.max_steps >= 1
+
+
+def test_auto_precision_is_resolved_once_and_a_rerun_resumes(
+    tiny_model_dir, judge_path, tmp_path, monkeypatch
+):
+    """`precision: auto` is written to config.yaml as what ran, so rerunning the same command resumes."""
+    import yaml
+
+    from alignment.ppo import session as ppo_session
+
+    chosen = []
+    monkeypatch.setattr(ppo_session, "resolve_precision", lambda p: chosen.append(p) or "bf16")
+    out = tmp_path / "auto"
+    run(tiny_config(tiny_model_dir, judge_path, out, max_steps=2, precision="auto"))
+    assert yaml.safe_load((out / "config.yaml").read_text())["precision"] == "bf16"
+    run(tiny_config(tiny_model_dir, judge_path, out, max_steps=3, precision="auto", resume="auto"))
+    assert chosen == ["auto", "auto"]
+    assert [r["step"] for r in read_metrics(out) if "loss" in r] == [1, 2, 3]

@@ -26,3 +26,14 @@ def test_explicit_precision_is_kept(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     assert launch.resolve_precision("bf16") == "bf16"
     assert launch.trainer_backend_kwargs("fp32") == {"bf16": False, "fp16": False}
+
+
+def test_sft_training_arguments_follow_its_precision(tmp_path):
+    from alignment.core.config import build_config
+    from alignment.sft.config import Config
+    from alignment.sft.train import build_training_args
+
+    for precision in ("fp32", "bf16"):
+        config = build_config(Config, {"model": "m", "train_data": "d.jsonl", "precision": precision})
+        args = build_training_args(config, tmp_path, has_eval=False, resuming=False)
+        assert args.bf16 is (precision == "bf16")
