@@ -32,7 +32,9 @@ RESUME_HELP = (
 PRECISION_HELP = (
     "fp32; bf16: bfloat16 autocast for the forward and backward passes (weights and optimizer stay fp32), "
     "faster on GPUs and on CPUs with AVX-512 BF16 or AMX, far slower on AVX2-only CPUs; auto: bf16 where it "
-    "is fast, fp32 elsewhere."
+    "is fast, fp32 elsewhere. Under DeepSpeed the Trainer stages (pretrain, SFT, reward) use DeepSpeed's "
+    "bf16 mode instead of autocast: bf16 weights with an fp32 copy in the optimizer, and a bf16 saved model; "
+    "there, auto on a CPU means fp32."
 )
 
 

@@ -117,12 +117,16 @@ def trainer_backend_kwargs(precision: str = "fp32") -> dict[str, Any]:
     """
     if precision == "auto":
         precision = resolve_precision(precision)
+        if precision == "bf16" and uses_deepspeed() and not torch.cuda.is_available():
+            # The Trainer hands bf16 to DeepSpeed, whose bf16 is not autocast: weights are held and saved
+            # in bf16 (an fp32 master copy lives in the optimizer). Not measured faster on CPU: keep fp32.
+            precision = "fp32"
         if is_main_process():
             print(f"[precision] auto: {precision}", flush=True)
     if torch.cuda.is_available():
         return {"bf16": True} if precision == "bf16" else {}
     kwargs: dict[str, Any] = {"bf16": precision == "bf16", "fp16": False}
-    if precision == "bf16" and not uses_deepspeed():
+    if precision == "bf16":
         kwargs["use_cpu"] = True  # transformers refuses bf16 without a GPU unless told the CPU is meant
     if world_size() > 1:
         kwargs["ddp_backend"] = "gloo"

@@ -74,6 +74,8 @@ def test_sft_zero3_two_processes(tmp_path, tiny_model_dir):
     saved = load_file(str(out / "model" / "model.safetensors"))
     assert saved.keys() == base.keys() and all(v.numel() > 0 for v in saved.values())  # gathered, not shards
     assert any(not torch.equal(base[k], saved[k]) for k in base)
+    # the recipe's precision: auto must not turn into DeepSpeed's bf16 on a CPU (it saves bf16 weights)
+    assert {v.dtype for v in saved.values()} == {torch.float32}
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in metrics if "loss" in r] == [1, 2, 3]  # rank 0 alone writes metrics
     assert (out / "samples.jsonl").exists()

@@ -28,6 +28,16 @@ def test_explicit_precision_is_kept(monkeypatch):
     assert launch.trainer_backend_kwargs("fp32") == {"bf16": False, "fp16": False}
 
 
+def test_auto_precision_under_deepspeed_on_a_cpu_stays_fp32(monkeypatch):
+    # DeepSpeed's bf16 keeps and saves bf16 weights, which 'auto' must not choose silently; an explicit bf16
+    # still gets it, with the CPU named so transformers does not refuse it (caught by a 2-process ZeRO-3 run).
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    assert launch.trainer_backend_kwargs("auto") == {"bf16": False, "fp16": False}
+    assert launch.trainer_backend_kwargs("bf16") == {"bf16": True, "fp16": False, "use_cpu": True}
+
+
 def test_sft_training_arguments_follow_its_precision(tmp_path):
     from alignment.core.config import build_config
     from alignment.sft.config import Config
